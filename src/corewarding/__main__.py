@@ -1,0 +1,5 @@
+import sys
+
+from corewarding.cli import main
+
+sys.exit(main())
