@@ -1,0 +1,247 @@
+"""The one typed config schema for training, with YAML files and dotted command-line overrides.
+
+Validation happens here, before anything loads: unknown keys, wrong types, unknown methods and
+inconsistent combinations (``co_rewarding_i`` without rephrased data, say) fail with one clear message.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import MISSING, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from corewarding.data.question import SYSTEM_PROMPT
+from corewarding.errors import ConfigError
+
+METHODS = ("gt", "majority_vote", "self_certainty", "entropy", "co_rewarding_i", "co_rewarding_ii")
+
+
+@dataclass
+class ModelConfig:
+    name_or_path: str = MISSING  # hub id, local directory, or builtin:tiny-qwen3 / builtin:microworld
+    dtype: str = "auto"  # auto = bf16 on a GPU that supports it, fp32 on CPU
+    gradient_checkpointing: bool = False
+
+
+@dataclass
+class DataConfig:
+    train: str = MISSING  # original view: verl parquet, JSONL, or HF dataset
+    train_rephrased: str | None = None  # rephrased view, row-aligned with ``train``
+    view: str = "original"  # original | rephrased: which view single-view methods train on
+    val: str | None = None
+    val_limit: int | None = None
+    limit: int | None = None
+    max_prompt_length: int = 512
+    system_prompt: str = SYSTEM_PROMPT
+    shuffle: bool = True
+
+
+@dataclass
+class RewardConfig:
+    exact_vote: bool = False  # the paper's exact-string voting instead of equivalence classes
+
+
+@dataclass
+class RolloutConfig:
+    n: int = 8
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    max_new_tokens: int = 3072
+    engine: str = "hf"
+    batch_size: int = 64  # sequences per generate() call
+
+
+@dataclass
+class GRPOConfig:
+    clip_ratio: float = 0.2
+    kl_coef: float = 0.005  # 0 disables the reference model entirely
+    loss_agg: str = "token-mean"
+    adv_eps: float = 1e-6
+    updates_per_step: int = 1  # optimizer steps per rollout batch (mini-batches)
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 3e-6
+    weight_decay: float = 0.01
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    schedule: str = "cosine"  # cosine | constant
+    warmup_ratio: float = 0.1
+    min_lr_ratio: float = 0.0
+    grad_clip: float = 1.0
+    micro_batch_size: int = 8  # sequences per forward/backward; gradients accumulate over the rest
+
+
+@dataclass
+class TeacherConfig:
+    ema: bool = True  # false freezes the teacher (the paper's ablation)
+    update_interval: int = 1
+    a_start: float = 0.01
+    a_end: float = 0.0001
+    n: int = 8  # G~: teacher rollouts per question
+    view: str = "original"  # original | rephrased
+
+
+@dataclass
+class ValidationConfig:
+    n: int = 4
+    temperature: float = 0.8
+    max_new_tokens: int | None = None  # None = rollout.max_new_tokens
+    before_training: bool = True
+
+
+@dataclass
+class TrainerConfig:
+    total_steps: int = 100
+    batch_questions: int = 128
+    val_every: int = 10
+    save_every: int = 10
+    keep_checkpoints: int = 2
+    output_dir: str = "runs"
+    run_name: str | None = None  # default: the method name
+    seed: int = 42
+    loggers: list[str] = field(default_factory=lambda: ["jsonl"])  # + tensorboard, wandb
+    wandb_project: str = "corewarding"
+    sample_rollouts: int = 4  # rollouts per step written to rollouts/step-*.jsonl
+
+
+@dataclass
+class Config:
+    method: str = MISSING
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    grpo: GRPOConfig = field(default_factory=GRPOConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    validation: ValidationConfig = field(default_factory=ValidationConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    resume: bool = False
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.trainer.output_dir) / (self.trainer.run_name or self.method)
+
+
+def _field_index() -> dict[str, list[str]]:
+    """Leaf field name -> dotted paths, for short overrides like ``total_steps=2``."""
+    index: dict[str, list[str]] = {}
+    for section in dataclasses.fields(Config):
+        factory = section.default_factory
+        if factory is not dataclasses.MISSING and dataclasses.is_dataclass(factory):
+            for leaf in dataclasses.fields(factory):
+                index.setdefault(leaf.name, []).append(f"{section.name}.{leaf.name}")
+        else:
+            index.setdefault(section.name, []).append(section.name)
+    return index
+
+
+def _expand_key(key: str) -> str:
+    if "." in key:
+        return key
+    paths = _field_index().get(key)
+    if not paths:
+        raise ConfigError(f"override {key!r}: unknown key (use a dotted path like trainer.total_steps)")
+    if len(paths) > 1:
+        raise ConfigError(f"override {key!r} is ambiguous: say one of {paths}")
+    return paths[0]
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Merge the schema defaults, a YAML file and ``key=value`` overrides; validate; return a ``Config``."""
+    schema = OmegaConf.structured(Config)
+    layers = [schema]
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file {p} not found")
+        try:
+            layers.append(OmegaConf.load(p))
+        except Exception as err:
+            raise ConfigError(f"config file {p}: not valid YAML ({err})") from err
+    dotlist = []
+    for item in overrides or []:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r}: expected key=value")
+        key, value = item.split("=", 1)
+        dotlist.append(f"{_expand_key(key.strip())}={value}")
+    try:
+        if dotlist:
+            layers.append(OmegaConf.from_dotlist(dotlist))
+        merged = OmegaConf.merge(*layers)
+        cfg: Config = OmegaConf.to_object(merged)  # type: ignore[assignment]
+    except OmegaConfBaseException as err:
+        source = f" in {path}" if path else ""
+        msg = str(err).split("\n")[0]
+        key = getattr(err, "full_key", None)
+        raise ConfigError(f"invalid config{source}: {msg}" + (f" (key: {key})" if key else "")) from err
+    validate_config(cfg)
+    return cfg
+
+
+def validate_config(cfg: Config) -> None:
+    """Cross-field checks that the schema's types cannot express."""
+
+    def bad(key: str, value: Any, expected: str) -> None:
+        raise ConfigError(f"{key}={value!r}: expected {expected}")
+
+    if cfg.method not in METHODS:
+        bad("method", cfg.method, f"one of {', '.join(METHODS)}")
+    if cfg.data.view not in ("original", "rephrased"):
+        bad("data.view", cfg.data.view, "original or rephrased")
+    if cfg.teacher.view not in ("original", "rephrased"):
+        bad("teacher.view", cfg.teacher.view, "original or rephrased")
+    needs_rephrased = (
+        cfg.method == "co_rewarding_i"
+        or cfg.data.view == "rephrased"
+        or (cfg.method == "co_rewarding_ii" and cfg.teacher.view == "rephrased")
+    )
+    if needs_rephrased and not cfg.data.train_rephrased:
+        why = "co_rewarding_i" if cfg.method == "co_rewarding_i" else "the rephrased view"
+        raise ConfigError(f"{why} needs rephrased data: set data.train_rephrased to the rephrased file")
+    if cfg.grpo.loss_agg not in ("token-mean", "seq-mean-token-mean"):
+        bad("grpo.loss_agg", cfg.grpo.loss_agg, "token-mean or seq-mean-token-mean")
+    if cfg.optim.schedule not in ("cosine", "constant"):
+        bad("optim.schedule", cfg.optim.schedule, "cosine or constant")
+    if cfg.rollout.engine not in ("hf", "vllm"):
+        bad("rollout.engine", cfg.rollout.engine, "hf or vllm")
+    for key, value in (
+        ("rollout.n", cfg.rollout.n),
+        ("teacher.n", cfg.teacher.n),
+        ("trainer.total_steps", cfg.trainer.total_steps),
+        ("trainer.batch_questions", cfg.trainer.batch_questions),
+        ("optim.micro_batch_size", cfg.optim.micro_batch_size),
+        ("grpo.updates_per_step", cfg.grpo.updates_per_step),
+        ("rollout.max_new_tokens", cfg.rollout.max_new_tokens),
+        ("teacher.update_interval", cfg.teacher.update_interval),
+    ):
+        if value < 1:
+            bad(key, value, "a positive integer")
+    if cfg.rollout.n < 2:
+        bad("rollout.n", cfg.rollout.n, "at least 2 (GRPO normalises within a group)")
+    if not 0 <= cfg.optim.warmup_ratio < 1:
+        bad("optim.warmup_ratio", cfg.optim.warmup_ratio, "a fraction in [0, 1)")
+    if cfg.grpo.kl_coef < 0:
+        bad("grpo.kl_coef", cfg.grpo.kl_coef, "≥ 0")
+    unknown = set(cfg.trainer.loggers) - {"jsonl", "tensorboard", "wandb"}
+    if unknown:
+        bad("trainer.loggers", cfg.trainer.loggers, "a list drawn from jsonl, tensorboard, wandb")
+    if cfg.trainer.batch_questions % cfg.grpo.updates_per_step:
+        bad("grpo.updates_per_step", cfg.grpo.updates_per_step, "a divisor of trainer.batch_questions")
+
+
+def save_config(cfg: Config, path: str | Path) -> None:
+    """Write the resolved config as YAML (atomically)."""
+    import os
+
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_suffix(p.suffix + ".tmp")
+    tmp.write_text(OmegaConf.to_yaml(OmegaConf.structured(cfg)))
+    os.replace(tmp, p)
