@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from omegaconf import MISSING, OmegaConf
+from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from corewarding.data.question import SYSTEM_PROMPT
@@ -153,18 +153,32 @@ def _expand_key(key: str) -> str:
     return paths[0]
 
 
+def _load_yaml_chain(path: Path, seen: tuple[Path, ...] = ()) -> list[Any]:
+    """Load ``path`` and, first, the file its ``base:`` key names (relative to it), recursively."""
+    if path.resolve() in seen:
+        raise ConfigError(f"config file {path}: 'base' chain loops back to itself")
+    if not path.is_file():
+        where = f" (named as base by {seen[-1]})" if seen else ""
+        raise ConfigError(f"config file {path} not found{where}")
+    try:
+        layer = OmegaConf.load(path)
+    except Exception as err:
+        raise ConfigError(f"config file {path}: not valid YAML ({err})") from err
+    base = layer.pop("base", None) if isinstance(layer, DictConfig) else None
+    if base is None:
+        return [layer]
+    if not isinstance(base, str):
+        raise ConfigError(f"config file {path}: 'base' must be a file name, got {base!r}")
+    return [*_load_yaml_chain(path.parent / base, (*seen, path.resolve())), layer]
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
     """Merge the schema defaults, a YAML file and ``key=value`` overrides; validate; return a ``Config``."""
     schema = OmegaConf.structured(Config)
     layers = [schema]
     if path is not None:
         p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"config file {p} not found")
-        try:
-            layers.append(OmegaConf.load(p))
-        except Exception as err:
-            raise ConfigError(f"config file {p}: not valid YAML ({err})") from err
+        layers.extend(_load_yaml_chain(p))
     dotlist = []
     for item in overrides or []:
         if "=" not in item:
