@@ -1,0 +1,143 @@
+"""Co-rewarding-II's teacher: a slowly-moving EMA copy of the policy whose majority answers reward it.
+
+Because the teacher lags the policy, the policy cannot immediately move its own pseudo-labels towards
+whatever it currently prefers (the collapse mode of self-rewarding). The mixing weight follows a cosine
+schedule from ``a_start`` down to ``a_end``: the teacher tracks the policy faster early, then settles.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import warnings
+from typing import Any
+
+import torch
+from torch import nn
+
+from corewarding.errors import ConfigError
+
+_LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+
+def ema_coefficient(step: int, total_steps: int, a_start: float = 0.01, a_end: float = 0.0001) -> float:
+    """Cosine-annealed EMA weight a(t) = a_end + ½(a_start − a_end)(1 + cos(π·t/T)).
+
+    a(0) = a_start, a(T/2) = the midpoint, a(T) = a_end; ``step`` outside [0, T] is clamped.
+    """
+    if total_steps <= 0:
+        raise ValueError(f"total_steps must be positive, got {total_steps}")
+    t = min(max(step, 0), total_steps)
+    return a_end + 0.5 * (a_start - a_end) * (1.0 + math.cos(math.pi * t / total_steps))
+
+
+class EMATeacher:
+    """A frozen copy of the policy, updated in place as teacher ← (1 − a)·teacher + a·policy.
+
+    ``update`` takes the *unwrapped* policy (``accelerator.unwrap_model(model)``) with full, unsharded
+    parameters; parameter and buffer names must match the teacher's. Floating buffers are averaged like
+    parameters; integer buffers (e.g. counters) are copied. With ``ema_enabled=False`` the teacher stays the
+    initial policy forever (the paper's frozen-teacher ablation).
+
+    Precision: with a ≈ 1e-4 a bf16/fp16 teacher cannot represent the per-step change (bf16 resolves about
+    4e-3 relative), so its weights would stop moving; keep the teacher in float32 (``dtype=torch.float32``)
+    when the policy itself is held in 16-bit. A warning says so.
+    """
+
+    def __init__(
+        self,
+        policy: nn.Module,
+        ema_enabled: bool = True,
+        update_interval: int = 1,
+        a_start: float = 0.01,
+        a_end: float = 0.0001,
+        dtype: torch.dtype | None = None,
+        device: torch.device | str | None = None,
+    ) -> None:
+        if not isinstance(update_interval, int) or isinstance(update_interval, bool) or update_interval < 1:
+            raise ConfigError(f"teacher.update_interval must be an integer >= 1, got {update_interval!r}")
+        for key, value in (("a_start", a_start), ("a_end", a_end)):
+            if not 0.0 <= value <= 1.0:
+                raise ConfigError(f"teacher.{key} must be in [0, 1], got {value!r}")
+        self.ema_enabled = bool(ema_enabled)
+        self.update_interval = update_interval
+        self.a_start = float(a_start)
+        self.a_end = float(a_end)
+        self.model = copy.deepcopy(policy)
+        if dtype is not None or device is not None:
+            self.model.to(device=device, dtype=dtype)
+        self.model.eval()
+        self.model.requires_grad_(False)
+        self.last_a: float | None = None
+        self.num_updates = 0
+        if self.ema_enabled and any(p.dtype in _LOW_PRECISION for p in self.model.parameters()):
+            warnings.warn(
+                "EMA teacher parameters are 16-bit: updates of weight a≈1e-4 round away and the teacher will "
+                "barely move; pass dtype=torch.float32 to keep an fp32 teacher",
+                stacklevel=2,
+            )
+
+    def _paired(self, policy: nn.Module) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """(teacher tensor, policy tensor) for every parameter and buffer, matched by name."""
+        pairs = []
+        for kind, teacher_items, policy_items in (
+            ("parameters", self.model.named_parameters(), policy.named_parameters()),
+            ("buffers", self.model.named_buffers(), policy.named_buffers()),
+        ):
+            mine, theirs = dict(teacher_items), dict(policy_items)
+            if mine.keys() != theirs.keys():
+                extra = sorted(theirs.keys() - mine.keys())[:3]
+                missing = sorted(mine.keys() - theirs.keys())[:3]
+                raise ValueError(
+                    f"EMA teacher: policy {kind} do not match the teacher's (policy-only {extra}, missing "
+                    f"{missing}); pass the unwrapped policy (accelerator.unwrap_model)"
+                )
+            for name, t in mine.items():
+                p = theirs[name]
+                if t.shape != p.shape:
+                    raise ValueError(
+                        f"EMA teacher: {name} has shape {tuple(p.shape)} in the policy but {tuple(t.shape)} in "
+                        "the teacher (sharded parameters must be gathered before the update)"
+                    )
+                pairs.append((t, p))
+        return pairs
+
+    @torch.no_grad()
+    def update(self, policy: nn.Module, step: int, total_steps: int) -> bool:
+        """Blend ``policy`` into the teacher if EMA is on and ``step % update_interval == 0``.
+
+        Returns whether the teacher changed. ``last_a`` is the weight used (0.0 while frozen), for logging.
+        """
+        if not self.ema_enabled:
+            self.last_a = 0.0
+            return False
+        if step % self.update_interval != 0:
+            return False
+        a = ema_coefficient(step, total_steps, self.a_start, self.a_end)
+        for t, p in self._paired(policy):
+            src = p.detach().to(device=t.device, dtype=t.dtype)
+            if t.is_floating_point():
+                t.lerp_(src, a)  # t + a·(p − t) = (1 − a)·t + a·p
+            else:
+                t.copy_(src)
+        self.last_a = a
+        self.num_updates += 1
+        return True
+
+    def state_dict(self) -> dict[str, Any]:
+        """Teacher weights and schedule state, for checkpoints (resume continues the same EMA)."""
+        return {
+            "model": self.model.state_dict(),
+            "last_a": self.last_a,
+            "num_updates": self.num_updates,
+            "ema_enabled": self.ema_enabled,
+            "update_interval": self.update_interval,
+            "a_start": self.a_start,
+            "a_end": self.a_end,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore weights and counters; the schedule settings come from the current config, not the file."""
+        self.model.load_state_dict(state["model"])
+        self.last_a = state.get("last_a")
+        self.num_updates = int(state.get("num_updates", 0))
