@@ -167,23 +167,32 @@ def test_policy_loss_kl_term_is_token_mean_k3():
 def test_micro_batches_with_global_normalizer_reproduce_the_full_batch(mode, total_key, total):
     logprobs, old, adv, mask = _example()
     ref = old - 0.3
-    full, full_metrics = policy_loss(logprobs, old, adv, mask, ref_logprobs=ref, kl_coef=0.05, loss_agg=mode)
+    full, _ = policy_loss(logprobs, old, adv, mask, ref_logprobs=ref, kl_coef=0.05, loss_agg=mode)
     full.backward()
     full_grad = logprobs.grad.clone()
     logprobs.grad = None
     # the two sequences hold 3 and 2 tokens: a per-micro-batch mean would weight them wrongly
-    parts, summed = [], {}
+    parts = []
     for rows in (slice(0, 1), slice(1, 2)):
         part, m = policy_loss(logprobs[rows], old[rows], adv[rows], mask[rows], ref_logprobs=ref[rows],
                               kl_coef=0.05, loss_agg=mode, **{total_key: total})
         part.backward()
         parts.append(part.item())
-        for k, v in m.items():
-            summed[k] = summed.get(k, 0.0) + v
+        # metrics describe this micro-batch alone, whatever the loss normalizer
+        _, alone = policy_loss(logprobs[rows], old[rows], adv[rows], mask[rows], ref_logprobs=ref[rows],
+                               kl_coef=0.05, loss_agg=mode)
+        assert m == pytest.approx(alone)
     assert sum(parts) == pytest.approx(full.item(), abs=1e-6)
     torch.testing.assert_close(logprobs.grad, full_grad)
-    for key in ("pg_loss", "kl", "clip_frac", "ratio_mean", "loss"):
-        assert summed[key] == pytest.approx(full_metrics[key], abs=1e-6), key
+
+
+def test_metrics_are_local_means_of_the_call():
+    logprobs, old, adv, mask = _example()
+    _, m = policy_loss(logprobs[1:], old[1:], adv[1:], mask[1:], num_tokens_total=5)
+    # seq 1 alone: pg tokens [3.0, 1.6] -> 2.3; one of two tokens clipped; ratios [1.5, 0.5] -> 1.0
+    assert m["pg_loss"] == pytest.approx(2.3, abs=1e-6)
+    assert m["clip_frac"] == pytest.approx(0.5)
+    assert m["ratio_mean"] == pytest.approx(1.0, abs=1e-6)
 
 
 def test_policy_loss_validates_shapes_and_mode():

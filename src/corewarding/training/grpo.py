@@ -121,10 +121,11 @@ def policy_loss(
     micro-batches. Without them each call normalizes by its own tokens/sequences. Under data parallelism
     with gradient averaging, pass the per-rank totals.
 
-    Metrics (floats): ``pg_loss``, ``kl`` (only when ``ref_logprobs`` is given), ``clip_frac`` (share of
-    tokens where the clipped branch is active), ``ratio_mean`` and ``ppo_kl`` (k1 estimate of
-    KL(π_old ‖ π)) are normalized exactly like the loss, so with the totals given they too sum over
-    micro-batches to the mini-batch value; ``loss`` is the returned loss.
+    Metrics (floats, for logging): ``pg_loss``, ``kl`` (only when ``ref_logprobs`` is given), ``clip_frac``
+    (share of tokens where the clipped branch is active), ``ratio_mean`` and ``ppo_kl`` (k1 estimate of
+    KL(π_old ‖ π)), each aggregated with ``loss_agg`` over *this call's* tokens/sequences only, ignoring the
+    totals. Averaging them over micro-batches therefore gives the mini-batch value (exactly when the
+    micro-batches hold equal numbers of tokens), whatever normalizer the loss used.
     """
     if logprobs.shape != old_logprobs.shape or logprobs.shape != mask.shape or logprobs.dim() != 2:
         raise ValueError(
@@ -146,22 +147,24 @@ def policy_loss(
     def agg(values: Tensor) -> Tensor:
         return _aggregate(values, mask, loss_agg, num_tokens_total, num_seqs_total)
 
+    def local(values: Tensor) -> float:
+        return _aggregate(values.detach(), mask, loss_agg, None, None).item()
+
     log_ratio = (logprobs.float() - old_logprobs.float()).clamp(min=-20.0, max=20.0)
     ratio = torch.exp(log_ratio)
     adv = advantages.float()
     unclipped = -adv * ratio
     clipped = -adv * torch.clamp(ratio, 1.0 - low, 1.0 + high)
-    pg_loss = agg(torch.maximum(unclipped, clipped))
-    loss = pg_loss
+    pg_tokens = torch.maximum(unclipped, clipped)
+    loss = agg(pg_tokens)
     metrics: dict[str, float] = {}
     if ref_logprobs is not None:
-        kl = agg(kl_k3(logprobs, ref_logprobs))
-        loss = loss + kl_coef * kl
-        metrics["kl"] = kl.item()
+        kl_tokens = kl_k3(logprobs, ref_logprobs)
+        loss = loss + kl_coef * agg(kl_tokens)
+        metrics["kl"] = local(kl_tokens)
     with torch.no_grad():
-        metrics["pg_loss"] = pg_loss.item()
-        metrics["clip_frac"] = agg((clipped > unclipped).float()).item()
-        metrics["ratio_mean"] = agg(ratio).item()
-        metrics["ppo_kl"] = agg(-log_ratio).item()
-        metrics["loss"] = loss.item()
+        metrics["pg_loss"] = local(pg_tokens)
+        metrics["clip_frac"] = local((clipped > unclipped).float())
+        metrics["ratio_mean"] = local(ratio)
+        metrics["ppo_kl"] = local(-log_ratio)
     return loss, metrics
