@@ -1,0 +1,225 @@
+"""Read raw rows from any supported source, turning every I/O failure into one clear ``DataError``.
+
+The loaders care about rows (dicts), not about where they came from, so this module is the only place
+that knows file formats: verl-style parquet, JSON lines, a JSON list, a ``datasets`` folder saved with
+``save_to_disk``, a local folder ``datasets.load_dataset`` understands, or a Hugging Face dataset name.
+It never interprets the rows; ``corewarding.data.rows`` does.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from corewarding.data.paths import resolve_data_path
+from corewarding.errors import DataError
+
+_FILE_SUFFIXES = (".parquet", ".jsonl", ".json")
+
+
+@dataclass
+class RawRows:
+    """Rows read from one source, with what the error messages and ids need to know about it."""
+
+    rows: list[dict[str, Any]]
+    origin: str  # how errors name the source: the file path or the dataset name (and split)
+    name: str  # default source name: the prefix of question ids
+    columns: list[str]  # the table's columns (for JSON lines: the first row's keys)
+    locate: Callable[[int], str]  # row position -> "row 3" / "line 4", for error messages
+
+
+def _row_locator(i: int) -> str:
+    return f"row {i}"
+
+
+def default_name(path: Path) -> str:
+    """``<folder>/<stem>`` (e.g. ``math/train_original``): stable wherever the data folder lives, and it
+    tells apart same-named files of different training sets."""
+    return f"{path.parent.name}/{path.stem}" if path.parent.name else path.stem
+
+
+def read_rows(source: str | os.PathLike, *, split: str | None = None, limit: int | None = None) -> RawRows:
+    """Read up to ``limit`` rows from ``source`` (a path, ``shared:...`` path, or dataset name).
+
+    ``split`` selects a split of a ``datasets`` dataset; a single file has no splits, so passing one
+    with a file is an error rather than silently ignored.
+    """
+    path = resolve_data_path(source)
+    if path.is_file():
+        if split is not None:
+            raise DataError(f"{path}: split={split!r} was given, but a single file has no splits")
+        suffix = path.suffix.lower()
+        if suffix == ".parquet":
+            return _read_parquet(path, limit)
+        if suffix == ".jsonl":
+            return _read_json_lines(path, limit)
+        if suffix == ".json":
+            return _read_json(path, limit)
+        raise DataError(f"{path}: unsupported file type {suffix!r}; expected .parquet, .jsonl or .json")
+    if path.is_dir():
+        return _read_dataset_dir(path, split, limit)
+    text = str(source)
+    looks_local = (
+        text.startswith(("shared:", "/", ".", "~"))
+        or text.lower().endswith(_FILE_SUFFIXES)
+        or isinstance(source, Path)
+    )
+    if looks_local:
+        raise DataError(f"{path}: no such file or folder")
+    return _read_hub_dataset(text, split, limit)
+
+
+def _check_nonempty(n_rows: int, origin: str) -> None:
+    if n_rows == 0:
+        raise DataError(f"{origin}: the file has no rows; expected at least one question")
+
+
+def _read_parquet(path: Path, limit: int | None) -> RawRows:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowException, OSError) as exc:
+        raise DataError(f"{path}: cannot read as parquet ({exc})") from exc
+    _check_nonempty(table.num_rows, str(path))
+    if limit is not None:
+        table = table.slice(0, limit)
+    return RawRows(table.to_pylist(), str(path), default_name(path), table.column_names, _row_locator)
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: not UTF-8 text ({exc}); expected JSON") from exc
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read ({exc})") from exc
+
+
+def _read_json_lines(path: Path, limit: int | None, text: str | None = None) -> RawRows:
+    text = _read_text(path) if text is None else text
+    rows: list[dict[str, Any]] = []
+    line_numbers: list[int] = []
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        if limit is not None and len(rows) >= limit:
+            break
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(
+                f"{path}: line {lineno}: not valid JSON ({exc.msg} at column {exc.colno}); "
+                "expected one JSON object per line"
+            ) from exc
+        if not isinstance(row, dict):
+            raise DataError(
+                f"{path}: line {lineno}: expected a JSON object with the question's fields, "
+                f"got {type(row).__name__}"
+            )
+        rows.append(row)
+        line_numbers.append(lineno)
+    _check_nonempty(len(rows), str(path))
+    return RawRows(rows, str(path), default_name(path), list(rows[0]), lambda i: f"line {line_numbers[i]}")
+
+
+def _read_json(path: Path, limit: int | None) -> RawRows:
+    """A ``.json`` file holding a list of objects, or (as ``datasets`` also accepts) JSON lines."""
+    text = _read_text(path)
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        if exc.msg == "Extra data":  # several top-level values: JSON lines under a .json name
+            return _read_json_lines(path, limit, text)
+        raise DataError(
+            f"{path}: not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})"
+        ) from exc
+    if isinstance(data, dict):  # a single object is a one-row JSON-lines file
+        return _read_json_lines(path, limit, text)
+    if not isinstance(data, list):
+        raise DataError(f"{path}: expected a JSON list of question objects, got {type(data).__name__}")
+    _check_nonempty(len(data), str(path))
+    rows = data if limit is None else data[:limit]
+    for i, row in enumerate(rows):
+        if not isinstance(row, dict):
+            raise DataError(f"{path}: item {i}: expected a JSON object, got {type(row).__name__}")
+    return RawRows(rows, str(path), default_name(path), list(rows[0]), lambda i: f"item {i}")
+
+
+def _select_split(obj: Any, split: str | None, origin: str) -> tuple[Any, str]:
+    """Pick one split of a ``DatasetDict``; a plain ``Dataset`` is already one split."""
+    import datasets
+
+    if isinstance(obj, datasets.DatasetDict):
+        splits = list(obj)
+        if split is None:
+            if len(splits) != 1:
+                raise DataError(f"{origin}: the dataset has splits {splits}; pass split= to choose one")
+            split = splits[0]
+        if split not in obj:
+            raise DataError(f"{origin}: no split {split!r}; expected one of {splits}")
+        return obj[split], f"{origin}:{split}"
+    if not isinstance(obj, datasets.Dataset):
+        raise DataError(f"{origin}: expected a datasets.Dataset or DatasetDict, got {type(obj).__name__}")
+    return obj, origin
+
+
+def _dataset_rows(ds: Any, origin: str, name: str, limit: int | None) -> RawRows:
+    _check_nonempty(len(ds), origin)
+    if limit is not None and limit < len(ds):
+        ds = ds.select(range(limit))
+    return RawRows(ds.to_list(), origin, name, list(ds.column_names), _row_locator)
+
+
+def _first_line(exc: BaseException) -> str:
+    """The first line of an exception message: enough to act on, and keeps the error one line."""
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else ""
+
+
+def _is_saved_dataset(path: Path) -> bool:
+    """Whether ``path`` was written by ``Dataset.save_to_disk`` / ``DatasetDict.save_to_disk``."""
+    return (path / "dataset_dict.json").is_file() or (
+        (path / "state.json").is_file() and (path / "dataset_info.json").is_file()
+    )
+
+
+def _read_dataset_dir(path: Path, split: str | None, limit: int | None) -> RawRows:
+    import datasets
+
+    origin = str(path)
+    try:
+        if _is_saved_dataset(path):
+            obj = datasets.load_from_disk(str(path))
+            if isinstance(obj, datasets.Dataset) and split is not None:
+                raise DataError(f"{origin}: split={split!r} was given, but this saved dataset has no splits")
+        else:
+            obj = datasets.load_dataset(str(path), split=split)
+    except DataError:
+        raise
+    except Exception as exc:  # datasets raises many types; the user needs one line naming the folder
+        raise DataError(
+            f"{origin}: cannot load as a Hugging Face dataset ({type(exc).__name__}: {_first_line(exc)})"
+        ) from exc
+    ds, origin = _select_split(obj, split, origin)
+    name = path.name if split is None else f"{path.name}:{split}"
+    return _dataset_rows(ds, origin, name, limit)
+
+
+def _read_hub_dataset(name: str, split: str | None, limit: int | None) -> RawRows:
+    import datasets
+
+    try:
+        obj = datasets.load_dataset(name, split=split)
+    except Exception as exc:  # offline, unknown name, bad config: all reach the user as one line
+        raise DataError(
+            f"{name}: not a local file or folder, and loading it as a Hugging Face dataset failed "
+            f"({type(exc).__name__}: {_first_line(exc)})"
+        ) from exc
+    ds, origin = _select_split(obj, split, name)
+    return _dataset_rows(ds, origin, name if split is None else f"{name}:{split}", limit)
