@@ -162,8 +162,10 @@ def test_policy_loss_kl_term_is_token_mean_k3():
         policy_loss(logprobs, old, adv, mask, kl_coef=0.1)
 
 
-@pytest.mark.parametrize(("mode", "total_key", "total"), [("token-mean", "num_tokens_total", 5),
-                                                           ("seq-mean-token-mean", "num_seqs_total", 2)])
+@pytest.mark.parametrize(
+    ("mode", "total_key", "total"),
+    [("token-mean", "num_tokens_total", 5), ("seq-mean-token-mean", "num_seqs_total", 2)],
+)
 def test_micro_batches_with_global_normalizer_reproduce_the_full_batch(mode, total_key, total):
     logprobs, old, adv, mask = _example()
     ref = old - 0.3
@@ -174,13 +176,28 @@ def test_micro_batches_with_global_normalizer_reproduce_the_full_batch(mode, tot
     # the two sequences hold 3 and 2 tokens: a per-micro-batch mean would weight them wrongly
     parts = []
     for rows in (slice(0, 1), slice(1, 2)):
-        part, m = policy_loss(logprobs[rows], old[rows], adv[rows], mask[rows], ref_logprobs=ref[rows],
-                              kl_coef=0.05, loss_agg=mode, **{total_key: total})
+        part, m = policy_loss(
+            logprobs[rows],
+            old[rows],
+            adv[rows],
+            mask[rows],
+            ref_logprobs=ref[rows],
+            kl_coef=0.05,
+            loss_agg=mode,
+            **{total_key: total},
+        )
         part.backward()
         parts.append(part.item())
         # metrics describe this micro-batch alone, whatever the loss normalizer
-        _, alone = policy_loss(logprobs[rows], old[rows], adv[rows], mask[rows], ref_logprobs=ref[rows],
-                               kl_coef=0.05, loss_agg=mode)
+        _, alone = policy_loss(
+            logprobs[rows],
+            old[rows],
+            adv[rows],
+            mask[rows],
+            ref_logprobs=ref[rows],
+            kl_coef=0.05,
+            loss_agg=mode,
+        )
         assert m == pytest.approx(alone)
     assert sum(parts) == pytest.approx(full.item(), abs=1e-6)
     torch.testing.assert_close(logprobs.grad, full_grad)

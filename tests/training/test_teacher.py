@@ -67,7 +67,9 @@ def test_update_by_hand():
     assert teacher.update(policy, step=0, total_steps=10) is True
     assert teacher.last_a == pytest.approx(0.01)
     # teacher <- 0.99 * teacher + 0.01 * policy
-    torch.testing.assert_close(teacher.model.linear.weight, torch.tensor([[0.99 * 1 + 0.03, 0.99 * 2 - 0.02]]))
+    torch.testing.assert_close(
+        teacher.model.linear.weight, torch.tensor([[0.99 * 1 + 0.03, 0.99 * 2 - 0.02]])
+    )
     torch.testing.assert_close(teacher.model.linear.bias, torch.tensor([0.99 * 0.5 + 0.015]))
     torch.testing.assert_close(teacher.model.norm.running_mean, torch.tensor([0.01]))  # float buffer: EMA
     torch.testing.assert_close(teacher.model.norm.running_var, torch.tensor([1.0]))  # 1 in both

@@ -22,7 +22,7 @@ def _normalize_rows(r: Tensor, eps: float, scale: bool) -> Tensor:
     centered = r - r.mean(dim=-1, keepdim=True)
     if scale:
         centered = centered / (r.std(dim=-1, keepdim=True) + eps)  # unbiased (N−1), as torch.std / verl
-    constant = (r.amax(dim=-1, keepdim=True) == r.amin(dim=-1, keepdim=True))
+    constant = r.amax(dim=-1, keepdim=True) == r.amin(dim=-1, keepdim=True)
     return torch.where(constant, torch.zeros_like(centered), centered)
 
 
@@ -133,7 +133,9 @@ def policy_loss(
             f"{tuple(mask.shape)} must all be [B, T]"
         )
     if ref_logprobs is not None and ref_logprobs.shape != logprobs.shape:
-        raise ValueError(f"ref_logprobs {tuple(ref_logprobs.shape)} must match logprobs {tuple(logprobs.shape)}")
+        raise ValueError(
+            f"ref_logprobs {tuple(ref_logprobs.shape)} must match logprobs {tuple(logprobs.shape)}"
+        )
     if kl_coef != 0.0 and ref_logprobs is None:
         raise ValueError(f"kl_coef={kl_coef} needs ref_logprobs")
     if loss_agg not in LOSS_AGG_MODES:
