@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 
 from corewarding.data import ORIGINAL, REPHRASED, load_pairs, load_questions, save_questions_parquet
-from corewarding.errors import DataError
+from corewarding.errors import ConfigError, DataError
 
 REPHRASED_FILE = "train_rewrite_Qwen3-32B.parquet"
 
@@ -97,3 +97,9 @@ def test_mismatch_on_real_files_from_different_sets(shared_data):
             shared_data / "train/math/train_original.parquet",
             shared_data / "train/dapo/train_rewrite_Qwen3-32B.parquet",
         )
+
+
+def test_one_name_for_both_views_is_refused(shared_data):
+    root = shared_data / "train" / "math"
+    with pytest.raises(ConfigError, match="same ids"):
+        load_pairs(root / "train_original.parquet", root / REPHRASED_FILE, name="math")

@@ -14,7 +14,7 @@ from typing import Any
 
 from corewarding.data.loaders import load_questions
 from corewarding.data.question import Question
-from corewarding.errors import DataError
+from corewarding.errors import ConfigError, DataError
 
 ORIGINAL = "original"
 REPHRASED = "rephrased"
@@ -29,8 +29,11 @@ def load_pairs(
 
     ``load_kwargs`` (``split``, ``limit``, ``system_prompt``, ...) go to ``load_questions`` for both
     files. Each question keeps its own id (``<file name>-<index>``); both share ``extra["pair_id"]`` (the
-    original's id) and carry ``extra["view"]`` = ``"original"`` or ``"rephrased"``.
+    original's id) and carry ``extra["view"]`` = ``"original"`` or ``"rephrased"``. ``name`` is refused:
+    one name for both files would give both views the same ids.
     """
+    if "name" in load_kwargs:
+        raise ConfigError("load_pairs: 'name' would give both views the same ids; load each view separately")
     originals = load_questions(original, **load_kwargs)
     rephrasings = load_questions(rephrased, **load_kwargs)
     return pair_questions(originals, rephrasings, str(original), str(rephrased))
