@@ -168,6 +168,11 @@ def test_dead_endpoint_stops_the_run_and_the_same_command_resumes(
     # a different configuration must not be mixed into the same state
     assert main([*args, "--temperature", "0.9"]) == 2
     assert "different input or settings" in capsys.readouterr().err
+    # ... unless asked to start over, which also discards the old log
+    n_requests = len(scripted_server.requests)
+    assert main([*args, "--temperature", "0.9", "--restart"]) == 0
+    assert len(sidecar(out, ".log.jsonl").read_text().splitlines()) == 20
+    assert [r["temperature"] for r in scripted_server.requests[n_requests:]] == [0.9] * 20
 
 
 def test_answer_check_flags_and_drops_disagreeing_pairs(scripted_server, math20, math20_path, tmp_path):

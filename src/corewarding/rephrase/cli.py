@@ -76,9 +76,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--extra-body", default=None, help="JSON object merged into every HTTP request body")
     g.add_argument(
-        "--chat-template-kwargs", default=None, help="JSON object for the chat template (vllm engine)"
-    )
-    g.add_argument(
         "--tokenizer",
         default=None,
         help="api: count tokens with this tokenizer when the server reports no usage",
@@ -131,7 +128,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("files and progress")
     g.add_argument("--log", default=None, help="raw generation log (default: OUT-stem.log.jsonl)")
     g.add_argument("--state", default=None, help="resume state (default: OUT-stem.state.jsonl)")
-    g.add_argument("--restart", action="store_true", help="discard the resume state and start over")
+    g.add_argument(
+        "--restart", action="store_true", help="discard the resume state (and the log) and start over"
+    )
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -273,6 +272,8 @@ def run(args: argparse.Namespace) -> int:
         ),
         "created": time.time(),
     }
+    if args.restart:  # the old log describes attempts whose results are being discarded
+        log_path.unlink(missing_ok=True)
     state = load_state(state_path, header, len(questions), restart=args.restart)
     resumed = len(state.rows)
     todo = [i for i in range(len(questions)) if i not in state.rows]
