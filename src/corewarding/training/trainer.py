@@ -84,7 +84,8 @@ class Trainer:
         from accelerate import Accelerator
 
         self.cfg = cfg
-        self.accelerator = accelerator or Accelerator()
+        # without a GPU, cpu=True is what lets accelerate run several CPU processes over gloo
+        self.accelerator = accelerator or Accelerator(cpu=not torch.cuda.is_available())
         self.progress = progress and self.accelerator.is_main_process
         self.method = get_reward_method(cfg.method, **self._reward_options())
         self.run_dir = cfg.run_dir
@@ -160,6 +161,8 @@ class Trainer:
                 update_interval=cfg.teacher.update_interval,
                 a_start=cfg.teacher.a_start,
                 a_end=cfg.teacher.a_end,
+                # a ≈ 1e-4 updates round away in 16-bit weights: keep the teacher in fp32
+                dtype=torch.float32 if model.dtype in (torch.bfloat16, torch.float16) else None,
             )
             if cfg.grpo.kl_coef > 0:
                 self.ref_model = self.teacher.model  # the paper: the teacher is also the KL reference
@@ -407,8 +410,10 @@ class Trainer:
         return step
 
     def _write_samples(self, step: int, groups: list[RolloutGroup], scores) -> None:
+        """A few rollouts of the step; with several processes each writes its own file (its own groups)."""
         k = self.cfg.trainer.sample_rollouts
-        if k <= 0 or not self.accelerator.is_main_process:
+        acc = self.accelerator
+        if k <= 0:
             return
         rows = []
         for gi, g in enumerate(groups):
@@ -418,6 +423,9 @@ class Trainer:
                 rows.append(
                     {
                         "step": step,
+                        "process": acc.process_index,
+                        "pair_id": g.pair_id,
+                        "group_size": g.size,
                         "question_id": g.question.id,
                         "view": g.view,
                         "question": g.question.question,
@@ -427,12 +435,21 @@ class Trainer:
                         "pseudo_label": scores.pseudo_labels[gi],
                         "gold": g.question.gold,
                         "truncated": r.truncated,
+                        "correct": scores.correct[gi][ri],
                     }
                 )
-        path = self.run_dir / "rollouts" / f"step-{step:06d}.jsonl"
+        suffix = f"-rank{acc.process_index}" if acc.num_processes > 1 else ""
+        path = self.run_dir / "rollouts" / f"step-{step:06d}{suffix}.jsonl"
         tmp = path.with_suffix(".tmp")
         tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
         os.replace(tmp, path)
+
+    @torch.no_grad()
+    def _param_spread(self) -> float:
+        """Largest difference between the processes' parameter digests (0 when DDP kept them in sync)."""
+        digest = sum((i + 1) * p.detach().double().sum() for i, p in enumerate(self.policy.parameters()))
+        digests = self.accelerator.gather(torch.as_tensor(digest, device=self.accelerator.device).reshape(1))
+        return float(digests.max() - digests.min())
 
     def _reduce(self, metrics: dict[str, float]) -> dict[str, float]:
         acc = self.accelerator
@@ -530,6 +547,8 @@ class Trainer:
             if self.teacher is not None:
                 metrics["teacher/ema_a"] = self.teacher.last_a
             done = step + 1
+            if done == total and acc.num_processes > 1:
+                metrics["dist/param_spread"] = self._param_spread()
             if cfg.trainer.val_every and self.val_questions and done % cfg.trainer.val_every == 0:
                 last_val = self.validate()
                 metrics.update(last_val)
