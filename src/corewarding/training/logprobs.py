@@ -71,7 +71,7 @@ class ForwardOutput:
 
 
 def response_forward(
-    model, batch: PackedBatch, temperature: float = 1.0, with_stats: bool = False
+    model, batch: PackedBatch, temperature: float = 1.0, with_stats: bool = False, chunk_size: int = 1024
 ) -> ForwardOutput:
     """Log-probs of the response tokens (temperature-scaled like the sampler) and optional token statistics."""
     from corewarding.rewards.token_stats import token_entropy, token_self_certainty
@@ -84,11 +84,17 @@ def response_forward(
         use_cache=False,
         logits_to_keep=width + 1,
     )
-    logits = out.logits[:, :-1, :].float()  # position t predicts token t+1: the response tokens
+    logits = out.logits[:, :-1, :]  # position t predicts token t+1: the response tokens
     if temperature != 1.0:
         logits = logits / temperature
-    logp_all = torch.log_softmax(logits, dim=-1)
-    logprobs = logp_all.gather(-1, batch.response_ids.unsqueeze(-1)).squeeze(-1)
+    # gather − logsumexp, one slice of positions at a time in fp32: never a full fp32 log-softmax copy
+    # of [B, R, vocab], which for a 150k vocabulary and 3k-token responses is the largest tensor by far
+    pieces = []
+    for start in range(0, width, chunk_size):
+        piece = logits[:, start : start + chunk_size].float()
+        target = batch.response_ids[:, start : start + chunk_size].unsqueeze(-1)
+        pieces.append(piece.gather(-1, target).squeeze(-1) - torch.logsumexp(piece, dim=-1))
+    logprobs = torch.cat(pieces, dim=1)
     entropy = certainty = None
     if with_stats:
         with torch.no_grad():
