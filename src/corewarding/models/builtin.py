@@ -1,0 +1,61 @@
+"""Built-in model names (``builtin:<name>``) that are built locally instead of downloaded.
+
+Configs name a model by Hugging Face hub id or local directory; ``builtin:tiny-qwen3`` (a random tiny
+Qwen3 with a tokenizer trained on MATH questions) and ``builtin:microworld`` (the micro-world's pretrained
+base model) are built on first use and cached, so offline machines and CI have real models to run.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+BUILTIN_PREFIX = "builtin:"
+
+
+def cache_root() -> Path:
+    """``$COREWARDING_CACHE`` or ``~/.cache/corewarding``."""
+    return Path(os.environ.get("COREWARDING_CACHE", Path.home() / ".cache" / "corewarding")).expanduser()
+
+
+def _build_tiny_qwen3(out: Path) -> Path:
+    from corewarding.data import load_questions
+    from corewarding.data.paths import shared_data_dir
+    from corewarding.models.tiny import build_tiny_model
+
+    questions = load_questions(shared_data_dir() / "train" / "math" / "train_original.parquet", limit=3000)
+    texts = [q.question for q in questions] + [m["content"] for m in questions[0].messages]
+    return build_tiny_model(out, texts)
+
+
+def _build_microworld(out: Path) -> Path:
+    from corewarding.microworld.base_model import get_base_model
+
+    return Path(get_base_model(cache_dir=out.parent))
+
+
+BUILDERS = {"tiny-qwen3": _build_tiny_qwen3, "microworld": _build_microworld}
+
+
+def resolve_model_path(name_or_path: str) -> str:
+    """Return a loadable model path: builtin names are built (once) into the cache; others pass through."""
+    if not name_or_path.startswith(BUILTIN_PREFIX):
+        return name_or_path
+    name = name_or_path[len(BUILTIN_PREFIX) :]
+    if name not in BUILDERS:
+        from corewarding.errors import ConfigError
+
+        raise ConfigError(f"unknown built-in model {name_or_path!r}; known: {sorted(BUILDERS)}")
+    out = cache_root() / "models" / name
+    if name == "microworld":
+        return str(BUILDERS[name](out))
+    if not (out / "config.json").exists():
+        tmp = out.with_name(out.name + f".tmp{os.getpid()}")
+        BUILDERS[name](tmp)
+        try:
+            tmp.replace(out)
+        except OSError:  # another process built it first
+            import shutil
+
+            shutil.rmtree(tmp, ignore_errors=True)
+    return str(out)

@@ -1,0 +1,178 @@
+"""Rollouts through Hugging Face ``generate``: batched, KV-cached, left-padded, stops at EOS.
+
+This is the default engine for training, evaluation, ``solve`` and the local rephrasing backend. It
+shares the policy module with the trainer, so ``sync_weights`` is free: the next ``generate`` already
+samples from the updated weights.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+
+from corewarding.data.prompting import prompt_token_ids
+from corewarding.rollout.types import Rollout, SamplingParams
+
+
+class HFRolloutEngine:
+    """Samples ``n`` responses per prompt with ``model.generate``.
+
+    ``batch_size`` bounds how many sequences (prompts × n) go through ``generate`` at once. Each
+    response keeps its EOS token in ``response_ids`` (the policy must learn to stop) and nothing after it.
+    """
+
+    def __init__(self, model, tokenizer, batch_size: int = 64, max_prompt_length: int | None = None):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.batch_size = max(1, int(batch_size))
+        self.max_prompt_length = max_prompt_length
+        eos = tokenizer.eos_token_id
+        gen_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+        ids: list[int] = []
+        for value in (eos, gen_eos):
+            if value is None:
+                continue
+            ids.extend(value if isinstance(value, (list, tuple)) else [value])
+        self.eos_token_ids = sorted(set(ids))
+        if not self.eos_token_ids:
+            raise ValueError("tokenizer and model define no eos_token_id; generation could not stop")
+        pad = tokenizer.pad_token_id
+        self.pad_token_id = pad if pad is not None else self.eos_token_ids[0]
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        name_or_path: str,
+        device: str | torch.device | None = None,
+        dtype: torch.dtype | str | None = None,
+        **kwargs: Any,
+    ) -> HFRolloutEngine:
+        """Load a causal LM and tokenizer (hub id, local directory, or ``builtin:`` name)."""
+        from corewarding.models.loading import load_model_and_tokenizer
+
+        model, tokenizer = load_model_and_tokenizer(name_or_path, device=device, dtype=dtype)
+        model.eval()
+        return cls(model, tokenizer, **kwargs)
+
+    def sync_weights(self, model) -> None:
+        """The engine samples from the module it holds; point it at ``model`` (usually the same object)."""
+        self.model = model
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def encode_prompts(self, prompts: list[list[dict[str, str]]]) -> list[list[int]]:
+        """Render chat messages (chat template, or plain text for a base model) and tokenize them.
+
+        Uses ``prompt_token_ids``, the one rendering that length filtering and the vLLM engine use too, so
+        "at most max_prompt_length tokens" means the same thing everywhere.
+        """
+        out = prompt_token_ids(self.tokenizer, prompts)
+        if self.max_prompt_length is not None:
+            # keep the end: the question and the generation prompt
+            out = [
+                ids[-self.max_prompt_length :] if len(ids) > self.max_prompt_length else ids for ids in out
+            ]
+        return out
+
+    @torch.no_grad()
+    def generate(
+        self, prompts: list[list[dict[str, str]]], n: int, sampling: SamplingParams
+    ) -> list[Rollout]:
+        prompt_ids = self.encode_prompts(prompts)
+        # sequence j answers prompt j // n; keep prompt groups contiguous
+        jobs = [(i, ids) for i, ids in enumerate(prompt_ids) for _ in range(n)]
+        if sampling.seed is not None:
+            torch.manual_seed(sampling.seed)
+        rollouts: list[Rollout] = []
+        with self._generation_mode():
+            # sort by prompt length inside the call so batches pad little; results are put back in order
+            order = sorted(range(len(jobs)), key=lambda j: len(jobs[j][1]))
+            results: dict[int, Rollout] = {}
+            for start in range(0, len(order), self.batch_size):
+                chunk = order[start : start + self.batch_size]
+                for j, rollout in zip(
+                    chunk, self._generate_batch([jobs[j] for j in chunk], sampling), strict=True
+                ):
+                    results[j] = rollout
+            rollouts = [results[j] for j in range(len(jobs))]
+        return rollouts
+
+    @contextlib.contextmanager
+    def _generation_mode(self) -> Iterator[None]:
+        """Eval mode with the KV cache on for sampling; the caller's mode is restored afterwards."""
+        was_training = self.model.training
+        config = self.model.config
+        old_cache = getattr(config, "use_cache", True)
+        self.model.eval()
+        config.use_cache = True
+        try:
+            yield
+        finally:
+            config.use_cache = old_cache
+            if was_training:
+                self.model.train()
+
+    def _generate_batch(self, jobs: list[tuple[int, list[int]]], sampling: SamplingParams) -> list[Rollout]:
+        width = max(len(ids) for _, ids in jobs)
+        input_ids = torch.full((len(jobs), width), self.pad_token_id, dtype=torch.long)
+        attention = torch.zeros((len(jobs), width), dtype=torch.long)
+        for row, (_, ids) in enumerate(jobs):
+            input_ids[row, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
+            attention[row, width - len(ids) :] = 1
+        do_sample = sampling.temperature > 0
+        # Every knob is explicit: transformers fills unset (None) ones from the model's generation_config
+        # and then from global defaults (top_k=50), so "no top-k" must be spelled top_k=0, and a
+        # checkpoint's own defaults (Qwen ships top_k=20, repetition_penalty...) must not leak into RL
+        # sampling or evaluation.
+        kwargs: dict[str, Any] = {
+            "max_new_tokens": sampling.max_new_tokens,
+            "min_new_tokens": 0,
+            "do_sample": do_sample,
+            "num_beams": 1,
+            "repetition_penalty": 1.0,
+            "no_repeat_ngram_size": 0,
+            "eos_token_id": self.eos_token_ids,
+            "pad_token_id": self.pad_token_id,
+            "use_cache": True,
+        }
+        if do_sample:  # the warpers only act when sampling (and passing them to greedy only warns)
+            kwargs.update(
+                temperature=sampling.temperature,
+                top_p=sampling.top_p,
+                top_k=max(0, sampling.top_k),
+                min_p=0.0,
+                typical_p=1.0,
+                epsilon_cutoff=0.0,
+                eta_cutoff=0.0,
+            )
+        device = self.device
+        sequences = self.model.generate(
+            input_ids=input_ids.to(device), attention_mask=attention.to(device), **kwargs
+        )
+        generated = sequences[:, width:].tolist()
+        eos = set(self.eos_token_ids)
+        rollouts = []
+        for (prompt_index, ids), tokens in zip(jobs, generated, strict=True):
+            response: list[int] = []
+            truncated = True
+            for tok in tokens:
+                response.append(tok)
+                if tok in eos:
+                    truncated = False
+                    break
+            text = self.tokenizer.decode(response, skip_special_tokens=True)
+            rollouts.append(
+                Rollout(
+                    prompt_ids=list(ids),
+                    response_ids=response,
+                    text=text,
+                    truncated=truncated,
+                    prompt_index=prompt_index,
+                )
+            )
+        return rollouts
