@@ -120,6 +120,7 @@ class ScriptedServer:
 def _handler(server_state: ScriptedServer) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        wbufsize = -1  # headers and body in one send: no Nagle/delayed-ACK stall per keep-alive request
 
         def log_message(self, *args) -> None:  # keep test output clean
             pass

@@ -34,6 +34,12 @@ from corewarding.rollout.types import SamplingParams
 Messages = list[dict[str, str]]
 
 RETRYABLE_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
+CONNECTIONS_PER_CLIENT = 8
+
+
+def _shard_sizes(total: int, per_shard: int) -> list[int]:
+    """Split ``total`` connections into shards of at most ``per_shard`` (``_shard_sizes(20, 8)`` = 8, 8, 4)."""
+    return [min(per_shard, total - start) for start in range(0, total, per_shard)]
 
 
 class EndpointUnavailable(CorewardingError):
@@ -116,12 +122,21 @@ class OpenAIChatBackend:
         headers = {"Content-Type": "application/json"}
         if api_key:
             headers["Authorization"] = f"Bearer {api_key}"
-        self._semaphore = asyncio.Semaphore(concurrency)
-        self._client = httpx.AsyncClient(
-            headers=headers,
-            timeout=httpx.Timeout(self.request_timeout),
-            limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency),
-        )
+        # httpcore's pool does O(connections) bookkeeping per request event, so one pool of hundreds of
+        # connections burns more client CPU than a big server's throughput allows. The concurrency is
+        # split into slots over small clients instead; taking a slot also bounds requests in flight.
+        self._clients = [
+            httpx.AsyncClient(
+                headers=headers,
+                timeout=httpx.Timeout(self.request_timeout),
+                limits=httpx.Limits(max_connections=size, max_keepalive_connections=size),
+            )
+            for size in _shard_sizes(concurrency, CONNECTIONS_PER_CLIENT)
+        ]
+        self._slots: asyncio.Queue[int] = asyncio.Queue()
+        for index, size in enumerate(_shard_sizes(concurrency, CONNECTIONS_PER_CLIENT)):
+            for _ in range(size):
+                self._slots.put_nowait(index)
         self._httpx = httpx
 
     def payload(self, messages: Messages, n: int, sampling: SamplingParams) -> dict[str, Any]:
@@ -154,9 +169,10 @@ class OpenAIChatBackend:
         body = self.payload(messages, n, sampling)
         retries = 0
         start = time.perf_counter()
-        async with self._semaphore:
+        client_index = await self._slots.get()
+        try:
             while True:
-                problem, retry_after = await self._try_once(body, n)
+                problem, retry_after = await self._try_once(self._clients[client_index], body, n)
                 if isinstance(problem, Completion):
                     problem.http_retries = retries
                     problem.seed = sampling.seed
@@ -174,15 +190,17 @@ class OpenAIChatBackend:
                     )
                 await asyncio.sleep(self._backoff(retries, retry_after))
                 retries += 1
+        finally:
+            self._slots.put_nowait(client_index)
 
     async def _try_once(
-        self, body: dict[str, Any], n: int
+        self, client: Any, body: dict[str, Any], n: int
     ) -> tuple[Completion | RequestRejected | str, str | None]:
         """One POST: a Completion, a RequestRejected, or a string describing a transient failure."""
         httpx = self._httpx
         try:
             async with asyncio.timeout(self.request_timeout):
-                response = await self._client.post(self.url, json=body)
+                response = await client.post(self.url, json=body)
         except TimeoutError:
             return f"request timed out after {self.request_timeout:g}s", None
         except httpx.TimeoutException:
@@ -226,7 +244,8 @@ class OpenAIChatBackend:
             completion.completion_tokens = sum(len(x) for x in ids)
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        for client in self._clients:
+            await client.aclose()
 
 
 def _snippet(text: str, limit: int = 200) -> str:

@@ -14,6 +14,7 @@ with a different input or different settings is refused, so one output never mix
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import hashlib
 import json
@@ -338,6 +339,46 @@ def _majorities(original_texts: list[str], rephrased_texts: list[str]) -> dict[s
 # ------------------------------------------------------------------------------------------ driver
 
 
+class GroupCommit:
+    """Makes finished rows durable without stalling the event loop.
+
+    An fsync takes milliseconds; done inline for every row it would serialise the whole pipeline behind
+    the disk. Rows queue up here and a background task writes everything queued with one fsync in a
+    worker thread; ``write`` returns only once its record is on disk, so "done" still means durable.
+    """
+
+    def __init__(self, writer: JsonlWriter):
+        self.writer = writer
+        self._queue: asyncio.Queue[tuple[dict[str, Any], asyncio.Future[None]]] = asyncio.Queue()
+        self._task = asyncio.create_task(self._run())
+
+    async def write(self, record: dict[str, Any]) -> None:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        await self._queue.put((record, future))
+        await future
+
+    async def _run(self) -> None:
+        while True:
+            batch = [await self._queue.get()]
+            while not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            try:
+                await asyncio.to_thread(self.writer.write_many, [record for record, _ in batch])
+            except Exception as err:  # disk full, ...: every waiting row fails and the run stops
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(err)
+                continue
+            for _, future in batch:
+                if not future.done():
+                    future.set_result(None)
+
+    async def aclose(self) -> None:
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+
+
 async def run_rows(
     questions: list[Question],
     todo: list[int],
@@ -352,12 +393,13 @@ async def run_rows(
     already written to the state stays done.
     """
     queue = list(reversed(todo))
+    commit = GroupCommit(state)
 
     async def worker() -> None:
         while queue:
             row = queue.pop()
             record = await processor.process(row, questions[row])
-            state.write(record)
+            await commit.write(record)
             if on_done is not None:
                 on_done(record)
 
@@ -368,6 +410,8 @@ async def run_rows(
     except BaseExceptionGroup as eg:
         first = _first_real(eg)
         raise first from None
+    finally:
+        await commit.aclose()
 
 
 def _first_real(eg: BaseExceptionGroup) -> BaseException:
