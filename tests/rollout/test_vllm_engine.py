@@ -133,3 +133,41 @@ def test_vllm_generates_grouped_rollouts_and_syncs_weights(tiny):  # pragma: no 
     engine.sync_weights(model)
     hf = HFRolloutEngine(model, tokenizer).generate(prompts, 1, greedy)
     assert [r.response_ids for r in engine.generate(prompts, 1, greedy)] == [r.response_ids for r in hf]
+
+
+class _LoadsWeights:
+    """Receives weights the way vLLM's model classes do: ``load_weights(iterable of (name, tensor))``."""
+
+    def __init__(self):
+        self.loaded: dict[str, object] = {}
+
+    def load_weights(self, weights):
+        self.loaded.update(dict(weights))
+
+
+@pytest.mark.parametrize("layout", ["v1_inproc", "v1_alias_wrapped", "v0"])
+def test_sync_weights_reaches_the_in_process_model_and_drops_the_prefix_cache(tiny, layout):
+    _, model, tokenizer = tiny
+    target = _LoadsWeights()
+    runner = SimpleNamespace(model_runner=SimpleNamespace(model=target))
+    resets = []
+    if layout == "v1_inproc":  # llm_engine.engine_core (InprocClient).engine_core (EngineCore)
+        executor = SimpleNamespace(driver_worker=SimpleNamespace(worker=runner))
+        engine = SimpleNamespace(
+            engine_core=SimpleNamespace(engine_core=SimpleNamespace(model_executor=executor))
+        )
+    elif layout == "v1_alias_wrapped":
+        engine = SimpleNamespace(model_executor=SimpleNamespace(driver_worker=SimpleNamespace(worker=runner)))
+    else:
+        engine = SimpleNamespace(model_executor=SimpleNamespace(driver_worker=runner))
+    llm = SimpleNamespace(llm_engine=engine, reset_prefix_cache=lambda: resets.append(1))
+    VLLMRolloutEngine(llm, tokenizer).sync_weights(model)
+    state = model.state_dict()
+    assert set(target.loaded) == set(state)
+    assert all(target.loaded[k].data_ptr() == v.data_ptr() for k, v in state.items())  # no copies made here
+    assert resets == [1]
+
+
+def test_sync_weights_without_a_reachable_model_is_an_error(tiny):
+    with pytest.raises(ConfigError, match="VLLM_ENABLE_V1_MULTIPROCESSING=0"):
+        VLLMRolloutEngine(SimpleNamespace(), tiny[2]).sync_weights(tiny[1])

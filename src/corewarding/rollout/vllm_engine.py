@@ -164,14 +164,20 @@ class VLLMRolloutEngine:
             reset()
 
     def _local_model(self):
-        """The in-process vLLM model module, across the V1 and V0 engine layouts, or None."""
-        executor = getattr(getattr(self.llm, "llm_engine", None), "model_executor", None)
-        worker = getattr(executor, "driver_worker", None)
-        for candidate in (getattr(worker, "worker", None), worker):
-            runner = getattr(candidate, "model_runner", None)
-            model = getattr(runner, "model", None)
-            if model is not None and hasattr(model, "load_weights"):
-                return model
+        """The in-process vLLM model module, across vLLM's engine layouts, or None.
+
+        V1 in-process (``VLLM_ENABLE_V1_MULTIPROCESSING=0``): ``llm_engine.engine_core.engine_core
+        .model_executor``, which some versions also alias as ``llm_engine.model_executor`` (the V0 path);
+        the driver worker is either the worker or a wrapper holding it in ``.worker``.
+        """
+        engine = getattr(self.llm, "llm_engine", None)
+        core = getattr(getattr(engine, "engine_core", None), "engine_core", None)
+        for executor in (getattr(core, "model_executor", None), getattr(engine, "model_executor", None)):
+            worker = getattr(executor, "driver_worker", None)
+            for candidate in (getattr(worker, "worker", None), worker):
+                model = getattr(getattr(candidate, "model_runner", None), "model", None)
+                if model is not None and hasattr(model, "load_weights"):
+                    return model
         return None
 
     def encode_prompts(self, prompts: list[list[dict[str, str]]]) -> list[list[int]]:
