@@ -32,11 +32,11 @@ def _series(rows: list[dict], key: str) -> dict[str, tuple[list[int], list[float
     return out
 
 
-def plot_run(run_dir: str | Path) -> list[Path]:
-    """Write ``plots/<curve>.png`` for each curve with data; return the files written."""
+def plot_run(run_dir: str | Path, out_dir: str | Path | None = None) -> list[Path]:
+    """Write ``<out_dir>/<curve>.png`` (default ``run_dir/plots``) for each curve with data; return them."""
     run_dir = Path(run_dir)
     rows = read_metrics(run_dir / "metrics.jsonl")
-    out_dir = run_dir / "plots"
+    out_dir = Path(out_dir) if out_dir is not None else run_dir / "plots"
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for name, keys in CURVES.items():

@@ -89,6 +89,11 @@ class Trainer:
         self.progress = progress and self.accelerator.is_main_process
         self.method = get_reward_method(cfg.method, **self._reward_options())
         self.run_dir = cfg.run_dir
+        if not cfg.resume and (self.run_dir / "metrics.jsonl").exists():
+            raise ConfigError(
+                f"run directory {self.run_dir} already holds a run; pass resume=true to continue it, or choose "
+                "another trainer.run_name / trainer.output_dir (nothing there was changed)"
+            )
         world = self.accelerator.num_processes
         if cfg.trainer.batch_questions % world:
             raise ConfigError(

@@ -1,0 +1,177 @@
+"""Micro-world experiments: the world on disk, its base model, a training config, and evaluation.
+
+``demo`` and ``compare`` are thin layers over this. Training goes through the ordinary trainer with an
+ordinary config (data read back from parquet by the ordinary loaders, the base model loaded from a normal
+Hugging Face directory), so what the micro-world shows is what the real code does.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from corewarding.config import Config, load_config
+from corewarding.microworld.world import FILE_NAMES, WorldConfig, build_world
+
+# method variants: name -> config overrides (the two ablations are settings of existing methods)
+VARIANTS: dict[str, list[str]] = {
+    "gt": ["method=gt"],
+    "majority_vote": ["method=majority_vote"],
+    "self_certainty": ["method=self_certainty"],
+    "entropy": ["method=entropy"],
+    "co_rewarding_i": ["method=co_rewarding_i"],
+    "co_rewarding_ii": ["method=co_rewarding_ii"],
+    "majority_vote_rephrased": ["method=majority_vote", "data.view=rephrased"],
+    "co_rewarding_ii_frozen": ["method=co_rewarding_ii", "teacher.ema=false"],
+}
+
+
+@dataclass
+class Budget:
+    """The training budget shared by every method in a comparison (the demo uses the same defaults)."""
+
+    steps: int = 120
+    lr: float = 7e-5
+    kl_coef: float = 0.05
+    group_size: int = 8
+    questions_per_step: int = 16
+    max_new_tokens: int = 64
+    temperature: float = 1.0
+    val_every: int = 20
+    val_n: int = 4
+    seed: int = 0
+
+    def overrides(self) -> list[str]:
+        return [
+            f"trainer.total_steps={self.steps}",
+            f"optim.lr={self.lr}",
+            f"grpo.kl_coef={self.kl_coef}",
+            f"rollout.n={self.group_size}",
+            f"teacher.n={self.group_size}",
+            f"trainer.batch_questions={self.questions_per_step}",
+            f"rollout.max_new_tokens={self.max_new_tokens}",
+            f"rollout.temperature={self.temperature}",
+            f"validation.temperature={self.temperature}",
+            f"validation.n={self.val_n}",
+            f"trainer.val_every={self.val_every}",
+            f"trainer.seed={self.seed}",
+        ]
+
+
+@dataclass
+class Setup:
+    """A written world and the base model trained for it."""
+
+    world_config: WorldConfig
+    data_dir: Path
+    base_model: Path
+
+
+def prepare(
+    out_dir: Path,
+    world_config: WorldConfig | None = None,
+    pretrain_seed: int = 0,
+    pretrain_config: Any = None,
+    cache_dir: Path | None = None,
+    progress: bool = True,
+) -> Setup:
+    """Write the world's parquet files under ``out_dir/data`` and get (pretrain or reuse) its base model."""
+    from corewarding.microworld.base_model import get_base_model
+
+    world_config = world_config or WorldConfig()
+    world = build_world(config=world_config)
+    data_dir = out_dir / "data"
+    world.write(data_dir)
+    base = get_base_model(
+        cache_dir=cache_dir,
+        seed=pretrain_seed,
+        world_config=world_config,
+        config=pretrain_config,
+        progress=progress,
+    )
+    return Setup(world_config, data_dir, Path(base))
+
+
+def train_config(
+    setup: Setup,
+    variant: str,
+    budget: Budget,
+    output_dir: Path,
+    run_name: str,
+    extra: list[str] | None = None,
+) -> Config:
+    """The ordinary training config for one method variant on the micro-world."""
+    if variant not in VARIANTS:
+        from corewarding.errors import ConfigError
+
+        raise ConfigError(f"unknown micro-world variant {variant!r}; known: {', '.join(VARIANTS)}")
+    d = setup.data_dir
+    overrides = [
+        f"model.name_or_path={setup.base_model}",
+        "model.dtype=float32",
+        f"data.train={d / FILE_NAMES[('train', 'original')]}",
+        f"data.train_rephrased={d / FILE_NAMES[('train', 'rephrased')]}",
+        f"data.val={d / FILE_NAMES[('val', 'original')]}",
+        "data.max_prompt_length=256",
+        "rollout.batch_size=512",
+        "optim.micro_batch_size=128",
+        "optim.warmup_ratio=0.0",
+        "optim.schedule=constant",
+        "optim.weight_decay=0.0",
+        "validation.before_training=true",
+        "trainer.sample_rollouts=8",
+        f"trainer.save_every={budget.steps}",
+        "trainer.keep_checkpoints=1",
+        f"trainer.output_dir={output_dir}",
+        f"trainer.run_name={run_name}",
+        *budget.overrides(),
+        *VARIANTS[variant],
+        *(extra or []),
+    ]
+    return load_config(None, overrides)
+
+
+def evaluate_model(
+    model_dir: Path,
+    questions: list,
+    n: int = 8,
+    temperature: float = 1.0,
+    max_new_tokens: int = 64,
+    seed: int = 1234,
+    progress: bool = True,
+    desc: str = "eval",
+) -> dict[str, float]:
+    """avg@n / pass@n / maj@n of a saved model on ``questions`` (sampling at ``temperature``)."""
+    from corewarding.evaluation.evaluate import evaluate
+    from corewarding.rollout.hf_engine import HFRolloutEngine
+    from corewarding.rollout.types import SamplingParams
+
+    engine = HFRolloutEngine.from_pretrained(str(model_dir), device="cpu", dtype="float32", batch_size=512)
+    sampling = SamplingParams(temperature=temperature, max_new_tokens=max_new_tokens, seed=seed)
+    result = evaluate(engine, questions, n, sampling, progress=progress, desc=desc)
+    return result.metrics
+
+
+def test_questions(setup: Setup) -> list:
+    from corewarding.data import load_questions
+
+    # the parquet prompt column carries the world's own system prompt
+    return load_questions(setup.data_dir / FILE_NAMES[("test", "original")])
+
+
+def final_checkpoint(run_dir: Path) -> Path:
+    from corewarding.training.checkpoint import latest_checkpoint
+
+    found = latest_checkpoint(run_dir)
+    if found is None:
+        raise FileNotFoundError(f"no finished checkpoint in {run_dir}")
+    return found[1]
+
+
+def fresh_dir(path: Path) -> Path:
+    """Remove a previous run of this experiment (the demo and compare own their output folders)."""
+    if path.exists():
+        shutil.rmtree(path)
+    return path
