@@ -18,14 +18,38 @@ def cache_root() -> Path:
     return Path(os.environ.get("COREWARDING_CACHE", Path.home() / ".cache" / "corewarding")).expanduser()
 
 
-def _build_tiny_qwen3(out: Path) -> Path:
+def _math_texts(limit: int) -> list[str]:
+    """Real MATH questions (and the system prompt): what the built-in tokenizers are trained on."""
     from corewarding.data import load_questions
     from corewarding.data.paths import shared_data_dir
+
+    questions = load_questions(shared_data_dir() / "train" / "math" / "train_original.parquet", limit=limit)
+    return [q.question for q in questions] + [m["content"] for m in questions[0].messages]
+
+
+def _build_tiny_qwen3(out: Path) -> Path:
     from corewarding.models.tiny import build_tiny_model
 
-    questions = load_questions(shared_data_dir() / "train" / "math" / "train_original.parquet", limit=3000)
-    texts = [q.question for q in questions] + [m["content"] for m in questions[0].messages]
-    return build_tiny_model(out, texts)
+    return build_tiny_model(out, _math_texts(3000))
+
+
+def _build_random_qwen3_0_6b(out: Path) -> Path:
+    """Qwen3-0.6B's shape (28 layers, 1024 wide, GQA 16/8, head 128) with random weights: a real-sized
+    model for checking a GPU setup's memory and throughput without downloading anything."""
+    from corewarding.models.tiny import build_tiny_model
+
+    return build_tiny_model(
+        out,
+        _math_texts(7500),
+        vocab_size=8192,
+        hidden_size=1024,
+        num_layers=28,
+        num_heads=16,
+        num_kv_heads=8,
+        head_dim=128,
+        intermediate_size=3072,
+        max_position_embeddings=8192,
+    )
 
 
 def _build_microworld(out: Path) -> Path:
@@ -34,7 +58,11 @@ def _build_microworld(out: Path) -> Path:
     return Path(get_base_model(cache_dir=out.parent))
 
 
-BUILDERS = {"tiny-qwen3": _build_tiny_qwen3, "microworld": _build_microworld}
+BUILDERS = {
+    "tiny-qwen3": _build_tiny_qwen3,
+    "random-qwen3-0.6b": _build_random_qwen3_0_6b,
+    "microworld": _build_microworld,
+}
 
 
 def resolve_model_path(name_or_path: str) -> str:

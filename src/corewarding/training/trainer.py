@@ -548,6 +548,9 @@ class Trainer:
             if self.method.needs_token_stats:
                 local["token_entropy"] = sum(r.extra["entropy"] for r in rollouts) / len(rollouts)
                 local["self_certainty"] = sum(r.extra["self_certainty"] for r in rollouts) / len(rollouts)
+            if torch.cuda.is_available():
+                local["memory/peak_allocated_gb"] = torch.cuda.max_memory_allocated() / 2**30
+                torch.cuda.reset_peak_memory_stats()
             metrics = self._reduce(local)
             if self.teacher is not None:
                 metrics["teacher/ema_a"] = self.teacher.last_a
