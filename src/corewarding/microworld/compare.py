@@ -19,53 +19,23 @@ TREND_WINDOW = 0.2  # ... while mean reward over the last 20% of steps beats the
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from corewarding.microworld.experiment import VARIANTS
+    from corewarding.microworld.experiment import VARIANTS, add_experiment_arguments
 
-    parser.add_argument("--out", default="runs/compare", help="output folder (default runs/compare)")
+    add_experiment_arguments(parser, default_out="runs/compare")
     parser.add_argument(
         "--methods", default=",".join(VARIANTS), help=f"comma list from: {', '.join(VARIANTS)}"
     )
-    parser.add_argument("--steps", type=int, default=120)
-    parser.add_argument("--lr", type=float, default=7e-5)
-    parser.add_argument("--kl-coef", type=float, default=0.05)
-    parser.add_argument("--group-size", type=int, default=8)
-    parser.add_argument("--questions-per-step", type=int, default=16)
-    parser.add_argument("--val-every", type=int, default=20)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--pretrain-seed", type=int, default=0)
-    parser.add_argument("--eval-n", type=int, default=8)
-    parser.add_argument("--test-limit", type=int, default=None)
-    parser.add_argument("--cache-dir", default=None)
-    parser.add_argument("--no-progress", action="store_true")
 
 
 def run(args: argparse.Namespace) -> int:
     from corewarding.errors import ConfigError
-    from corewarding.microworld.experiment import VARIANTS, Budget
+    from corewarding.microworld.experiment import VARIANTS, budget_from_args, run_options
 
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     unknown = [m for m in methods if m not in VARIANTS]
     if unknown or not methods:
         raise ConfigError(f"--methods {args.methods!r}: unknown {unknown}; choose from {', '.join(VARIANTS)}")
-    budget = Budget(
-        steps=args.steps,
-        lr=args.lr,
-        kl_coef=args.kl_coef,
-        group_size=args.group_size,
-        questions_per_step=args.questions_per_step,
-        val_every=args.val_every,
-        seed=args.seed,
-    )
-    results = run_compare(
-        Path(args.out),
-        methods,
-        budget,
-        eval_n=args.eval_n,
-        pretrain_seed=args.pretrain_seed,
-        cache_dir=Path(args.cache_dir) if args.cache_dir else None,
-        test_limit=args.test_limit,
-        progress=not args.no_progress,
-    )
+    results = run_compare(Path(args.out), methods, budget_from_args(args), **run_options(args))
     print()
     print(comparison_table(results))
     print(f"\nwrote {args.out}/results.json, report.md and comparison.png")

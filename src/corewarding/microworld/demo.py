@@ -18,40 +18,15 @@ METRICS = ("avg@{n}", "pass@{n}", "maj@{n}")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
-    parser.add_argument("--seed", type=int, default=0, help="training and evaluation seed")
-    parser.add_argument("--pretrain-seed", type=int, default=0, help="seed of the base model's pretraining")
-    parser.add_argument("--steps", type=int, default=120, help="GRPO steps")
-    parser.add_argument("--lr", type=float, default=7e-5)
-    parser.add_argument("--kl-coef", type=float, default=0.05)
-    parser.add_argument("--group-size", type=int, default=8, help="rollouts per question and view (G)")
-    parser.add_argument("--questions-per-step", type=int, default=16, help="question pairs per step")
-    parser.add_argument("--eval-n", type=int, default=8, help="samples per test question (avg@n, maj@n)")
-    parser.add_argument("--test-limit", type=int, default=None, help="evaluate on the first N test questions")
-    parser.add_argument("--cache-dir", default=None, help="where base models are cached")
-    parser.add_argument("--no-progress", action="store_true")
+    from corewarding.microworld.experiment import add_experiment_arguments
+
+    add_experiment_arguments(parser, default_out="runs/demo")
 
 
 def run(args: argparse.Namespace) -> int:
-    from corewarding.microworld.experiment import Budget
+    from corewarding.microworld.experiment import budget_from_args, run_options
 
-    budget = Budget(
-        steps=args.steps,
-        lr=args.lr,
-        kl_coef=args.kl_coef,
-        group_size=args.group_size,
-        questions_per_step=args.questions_per_step,
-        seed=args.seed,
-    )
-    results = run_demo(
-        Path(args.out),
-        budget,
-        eval_n=args.eval_n,
-        pretrain_seed=args.pretrain_seed,
-        cache_dir=Path(args.cache_dir) if args.cache_dir else None,
-        test_limit=args.test_limit,
-        progress=not args.no_progress,
-    )
+    results = run_demo(Path(args.out), budget_from_args(args), **run_options(args))
     print()
     print(summary_table(results))
     print(

@@ -7,6 +7,7 @@ Hugging Face directory), so what the micro-world shows is what the real code doe
 
 from __future__ import annotations
 
+import argparse
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,6 +59,51 @@ class Budget:
             f"trainer.val_every={self.val_every}",
             f"trainer.seed={self.seed}",
         ]
+
+
+def add_experiment_arguments(parser: argparse.ArgumentParser, default_out: str) -> None:
+    """The options ``demo`` and ``compare`` share: output, seeds, the training budget, evaluation."""
+    b = Budget()
+    parser.add_argument("--out", default=default_out, help=f"output folder (default {default_out})")
+    parser.add_argument("--seed", type=int, default=b.seed, help="training and evaluation seed")
+    parser.add_argument("--pretrain-seed", type=int, default=0, help="seed of the base model's pretraining")
+    parser.add_argument("--steps", type=int, default=b.steps, help="GRPO steps")
+    parser.add_argument("--lr", type=float, default=b.lr)
+    parser.add_argument(
+        "--kl-coef", type=float, default=b.kl_coef, help="k3 KL coefficient (0 = no reference)"
+    )
+    parser.add_argument(
+        "--group-size", type=int, default=b.group_size, help="rollouts per question and view (G)"
+    )
+    parser.add_argument("--questions-per-step", type=int, default=b.questions_per_step)
+    parser.add_argument("--val-every", type=int, default=b.val_every, help="validate every N steps")
+    parser.add_argument("--eval-n", type=int, default=8, help="samples per test question (avg@n, maj@n)")
+    parser.add_argument("--test-limit", type=int, default=None, help="evaluate on the first N test questions")
+    parser.add_argument("--cache-dir", default=None, help="where base models are cached")
+    parser.add_argument("--no-progress", action="store_true")
+
+
+def budget_from_args(args: argparse.Namespace) -> Budget:
+    return Budget(
+        steps=args.steps,
+        lr=args.lr,
+        kl_coef=args.kl_coef,
+        group_size=args.group_size,
+        questions_per_step=args.questions_per_step,
+        val_every=args.val_every,
+        seed=args.seed,
+    )
+
+
+def run_options(args: argparse.Namespace) -> dict[str, Any]:
+    """Keyword arguments of ``run_demo`` / ``run_compare`` that come straight from the shared options."""
+    return {
+        "eval_n": args.eval_n,
+        "pretrain_seed": args.pretrain_seed,
+        "test_limit": args.test_limit,
+        "cache_dir": Path(args.cache_dir) if args.cache_dir else None,
+        "progress": not args.no_progress,
+    }
 
 
 @dataclass
