@@ -36,6 +36,16 @@ def latest_checkpoint(run_dir: Path) -> tuple[int, Path] | None:
     return dirs[-1] if dirs else None
 
 
+def staging_dir(run_dir: Path, step: int) -> Path:
+    """Where ``checkpoint-<step>`` is assembled before the rename that publishes it."""
+    return run_dir / f".checkpoint-{step}.tmp"
+
+
+def optimizer_shard_path(ckpt: Path, rank: int) -> Path:
+    """Per-process optimizer state, used when the optimizer itself is sharded (FSDP, ZeRO-3)."""
+    return ckpt / f"optimizer-rank{rank}.pt"
+
+
 def save_checkpoint(
     run_dir: Path,
     step: int,
@@ -46,18 +56,24 @@ def save_checkpoint(
     teacher_model=None,
     extra: dict[str, Any] | None = None,
     keep: int = 2,
+    state_dict: dict[str, torch.Tensor] | None = None,
+    optimizer_in_shards: bool = False,
 ) -> Path:
-    """Write ``checkpoint-<step>`` atomically and keep only the newest ``keep`` checkpoints."""
+    """Write ``checkpoint-<step>`` atomically and keep only the newest ``keep`` checkpoints.
+
+    ``state_dict`` is the full model state when the live model is sharded (else ``model``'s own is used).
+    With ``optimizer_in_shards`` every process has already written its optimizer shard into the staging
+    folder (:func:`optimizer_shard_path`), so only the scheduler goes into ``trainer_state.pt``.
+    """
     final = run_dir / f"checkpoint-{step}"
-    tmp = run_dir / f".checkpoint-{step}.tmp"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    model.save_pretrained(tmp, safe_serialization=True)
+    tmp = staging_dir(run_dir, step)
+    tmp.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(tmp, safe_serialization=True, state_dict=state_dict)
     tokenizer.save_pretrained(tmp)
-    torch.save(
-        {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, tmp / "trainer_state.pt"
-    )
+    state = {"scheduler": scheduler.state_dict()}
+    if not optimizer_in_shards:
+        state["optimizer"] = optimizer.state_dict()
+    torch.save(state, tmp / "trainer_state.pt")
     if teacher_model is not None:
         teacher_model.save_pretrained(tmp / "teacher", safe_serialization=True)
     (tmp / "state.json").write_text(json.dumps({"step": step, **(extra or {})}, indent=2))
@@ -70,10 +86,17 @@ def save_checkpoint(
     return final
 
 
-def load_trainer_state(ckpt: Path, optimizer: torch.optim.Optimizer, scheduler) -> dict[str, Any]:
-    """Restore optimizer and scheduler in place; return ``state.json``."""
+def load_trainer_state(
+    ckpt: Path, optimizer: torch.optim.Optimizer, scheduler, rank: int = 0
+) -> dict[str, Any]:
+    """Restore optimizer (whole, or this process's shard) and scheduler in place; return ``state.json``."""
     state = torch.load(ckpt / "trainer_state.pt", map_location="cpu", weights_only=False)
-    optimizer.load_state_dict(state["optimizer"])
+    if "optimizer" in state:
+        optimizer.load_state_dict(state["optimizer"])
+    else:
+        optimizer.load_state_dict(
+            torch.load(optimizer_shard_path(ckpt, rank), map_location="cpu", weights_only=False)
+        )
     scheduler.load_state_dict(state["scheduler"])
     return json.loads((ckpt / "state.json").read_text())
 

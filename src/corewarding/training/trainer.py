@@ -17,6 +17,7 @@ import json
 import math
 import os
 import random
+import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -35,12 +36,15 @@ from corewarding.training.checkpoint import (
     latest_checkpoint,
     load_trainer_state,
     load_weights_into,
+    optimizer_shard_path,
     save_checkpoint,
+    staging_dir,
 )
 from corewarding.training.grpo import group_advantages, policy_loss
 from corewarding.training.logprobs import pack, response_forward
 from corewarding.training.run_log import RunLogger, truncate_metrics
 from corewarding.training.sampler import StepSampler
+from corewarding.training.sharding import full_parameters, full_state_dict, is_sharded
 from corewarding.training.teacher import EMATeacher
 
 Item = tuple[Question, Question | None]  # (original, rephrased twin or None)
@@ -89,6 +93,7 @@ class Trainer:
         self.progress = progress and self.accelerator.is_main_process
         self.method = get_reward_method(cfg.method, **self._reward_options())
         self.run_dir = cfg.run_dir
+        self.resume_from = latest_checkpoint(self.run_dir) if cfg.resume else None
         if not cfg.resume and (self.run_dir / "metrics.jsonl").exists():
             raise ConfigError(
                 f"run directory {self.run_dir} already holds a run; pass resume=true to continue it, or choose "
@@ -174,6 +179,13 @@ class Trainer:
         elif cfg.grpo.kl_coef > 0:
             self.ref_model = copy.deepcopy(model).eval().requires_grad_(False)
 
+        if self.resume_from is not None:
+            # before any wrapping, so sharded strategies see the resumed weights; the KL reference above
+            # stays the initial policy, the teacher takes its own saved weights
+            load_weights_into(model, self.resume_from[1])
+            if self.teacher is not None:
+                load_weights_into(self.teacher.model, self.resume_from[1] / "teacher")
+
         decay, no_decay = [], []
         for name, p in model.named_parameters():
             (no_decay if p.ndim < 2 or "norm" in name else decay).append(p)
@@ -249,11 +261,12 @@ class Trainer:
         cfg = self.cfg
         G = cfg.rollout.n
         views = [(self._pair_id(it), view, q) for it in items for view, q in self._views_for(it)]
-        rollouts = self.engine.generate(
-            [q.messages for _, _, q in views],
-            G,
-            self._sampling(step, cfg.rollout.temperature, cfg.rollout.max_new_tokens, salt=1),
-        )
+        with full_parameters(self.accelerator, self.model):
+            rollouts = self.engine.generate(
+                [q.messages for _, _, q in views],
+                G,
+                self._sampling(step, cfg.rollout.temperature, cfg.rollout.max_new_tokens, salt=1),
+            )
         groups = [
             RolloutGroup(question=q, view=view, pair_id=pid, rollouts=rollouts[i * G : (i + 1) * G])
             for i, (pid, view, q) in enumerate(views)
@@ -389,9 +402,10 @@ class Trainer:
             max_new_tokens=max_new,
             seed=cfg.trainer.seed + 17 + acc.process_index,
         )
-        completions = generate_completions(
-            self.engine, shard, cfg.validation.n, sampling, progress=False, desc="validation"
-        )
+        with full_parameters(acc, self.model):
+            completions = generate_completions(
+                self.engine, shard, cfg.validation.n, sampling, progress=False, desc="validation"
+            )
         completions = gather_object(completions) if acc.num_processes > 1 else completions
         result = score_completions(
             self.val_questions, completions, k=cfg.validation.n, exact_vote=cfg.reward.exact_vote
@@ -400,14 +414,11 @@ class Trainer:
 
     # ------------------------------------------------------------------ loop
     def _resume(self) -> int:
-        found = latest_checkpoint(self.run_dir)
-        if not (self.cfg.resume and found):
+        """Optimizer, scheduler and metrics of the checkpoint whose weights ``_build_models`` loaded."""
+        if self.resume_from is None:
             return 0
-        step, path = found
-        load_weights_into(self.policy, path)
-        load_trainer_state(path, self.optimizer, self.scheduler)
-        if self.teacher is not None:
-            load_weights_into(self.teacher.model, path / "teacher")
+        step, path = self.resume_from
+        load_trainer_state(path, self.optimizer, self.scheduler, rank=self.accelerator.process_index)
         if self.accelerator.is_main_process:
             truncate_metrics(self.run_dir / "metrics.jsonl", step)
             (self.run_dir / "rollouts").mkdir(exist_ok=True)
@@ -528,7 +539,8 @@ class Trainer:
             upd = self._update(rollouts, advantages, old)
             t_update = time.perf_counter() - t2
             if self.teacher is not None:
-                self.teacher.update(self.policy, step + 1, total)
+                with full_parameters(acc, self.model):
+                    self.teacher.update(self.policy, step + 1, total)
             teacher_sets = {id(g.teacher_rollouts): g.teacher_rollouts for g in groups if g.teacher_rollouts}
             n_tokens = sum(r.num_response_tokens for r in rollouts) + sum(
                 t.num_response_tokens for ts in teacher_sets.values() for t in ts
@@ -588,7 +600,18 @@ class Trainer:
         return TrainResult(self.run_dir, total, metrics, last_val)
 
     def save(self, step: int) -> None:
+        """Checkpoint ``step``; under FSDP/ZeRO-3 the weights are gathered and each process adds its
+        optimizer shard, so every process must call this."""
         acc = self.accelerator
+        sharded = is_sharded(acc)
+        state_dict = full_state_dict(acc, self.model) if sharded else None
+        staging = staging_dir(self.run_dir, step)
+        if acc.is_main_process and staging.exists():
+            shutil.rmtree(staging)  # left by a run killed while saving
+        acc.wait_for_everyone()
+        if sharded:
+            staging.mkdir(parents=True, exist_ok=True)
+            torch.save(self.optimizer.state_dict(), optimizer_shard_path(staging, acc.process_index))
         acc.wait_for_everyone()
         if acc.is_main_process:
             sampler_pos = StepSampler(
@@ -604,6 +627,8 @@ class Trainer:
                 teacher_model=self.teacher.model if self.teacher is not None else None,
                 extra={"data_position": sampler_pos, "method": self.cfg.method},
                 keep=self.cfg.trainer.keep_checkpoints,
+                state_dict=state_dict,
+                optimizer_in_shards=sharded,
             )
         acc.wait_for_everyone()
 
