@@ -10,7 +10,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from corewarding.data.paths import shared_data_dir  # noqa: E402
+from corewarding.data.paths import shared_data_dir
 
 
 @pytest.fixture(scope="session")
