@@ -22,6 +22,7 @@ import os
 import random
 import shutil
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,7 @@ from corewarding.data.question import Question
 from corewarding.microworld.problems import Problem, generate_problems, solution_text
 from corewarding.microworld.world import MicroWorld, WorldConfig, build_world
 
-FORMAT_VERSION = 1  # bump when the pretraining recipe changes in a way configs do not capture
+FORMAT_VERSION = 2  # bump when the pretraining recipe changes in a way configs do not capture
 LOG_FILE = "pretrain_log.json"
 
 
@@ -41,6 +42,13 @@ class PretrainConfig:
     ``corrupt_fraction`` of solutions carry one wrong intermediate result or operand; a further
     ``nobox_fraction`` end without ``\\boxed{}``. ``steps`` (not wall time) bounds training so the same
     config always gives the same model.
+
+    The defaults (about 0.8M parameters, 600 steps of 32 examples: under two minutes on an idle 2-core
+    CPU) were measured to land held-out accuracy at temperature 1.0 in the 20-30% range with majority
+    voting over 8 samples far above it. The model's hard part is learning to copy the question's numbers
+    into its equations, which appears abruptly after a few hundred steps; ``init_std`` 0.05 (instead of
+    the 0.02 meant for wide models) brings that moment forward a lot for a model this narrow, and a
+    higher learning rate (5e-3, 1e-2) delayed it.
     """
 
     hidden_size: int = 128
@@ -48,7 +56,7 @@ class PretrainConfig:
     num_heads: int = 4
     num_kv_heads: int = 2
     intermediate_size: int = 384
-    steps: int = 300
+    steps: int = 600
     batch_size: int = 32
     lr: float = 3e-3
     min_lr_ratio: float = 0.1
@@ -58,7 +66,7 @@ class PretrainConfig:
     n_problems: int = 20000
     corrupt_fraction: float = 0.3
     nobox_fraction: float = 0.1
-    init_std: float = 0.02
+    init_std: float = 0.05
     adam_beta2: float = 0.999
 
     def __post_init__(self) -> None:
@@ -74,10 +82,25 @@ def default_cache_dir() -> Path:
     return Path(root).expanduser() / "microworld"
 
 
-def model_fingerprint(world_config: WorldConfig, config: PretrainConfig, seed: int) -> str:
-    """Hash of everything that determines the pretrained model (the cache directory's name)."""
+def model_fingerprint(world: MicroWorld, config: PretrainConfig, seed: int, tokenizer: Any = None) -> str:
+    """Hash of everything that determines the pretrained model (the cache directory's name).
+
+    Besides the configs it hashes the tokenizer's vocabulary and a sample of the generated problems, so
+    a change to the templates or the vocabulary (code, not config) never reuses a stale cached model.
+    """
+    from corewarding.microworld.tokenizer import build_tokenizer
+
+    tokenizer = tokenizer if tokenizer is not None else build_tokenizer(world)
+    sample = [[*p.views, p.solution] for problems in world.problems.values() for p in problems[:20]]
     blob = json.dumps(
-        {"world": asdict(world_config), "pretrain": asdict(config), "seed": seed, "format": FORMAT_VERSION},
+        {
+            "world": asdict(world.config),
+            "pretrain": asdict(config),
+            "seed": seed,
+            "format": FORMAT_VERSION,
+            "vocab": sorted(tokenizer.get_vocab().items()),
+            "sample": sample,
+        },
         sort_keys=True,
     )
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
@@ -158,6 +181,20 @@ def _batch(encoded: list[tuple[list[int], int]], pad_id: int) -> tuple[Any, Any,
     return input_ids, attention, labels
 
 
+def _shuffled_batches(n: int, batch_size: int, rng: random.Random) -> Iterator[list[int]]:
+    """Endless random batches of example indices; each pass sees every example once.
+
+    Batches mix lengths on purpose: grouping alike lengths to save padding made the base model markedly
+    worse at the same step count (held-out avg@8 11% instead of 43% for seed 0).
+    """
+    while True:
+        order = list(range(n))
+        rng.shuffle(order)
+        batches = [order[i : i + batch_size] for i in range(0, n, batch_size)]
+        rng.shuffle(batches)
+        yield from (b for b in batches if len(b) == batch_size)
+
+
 def _lr_factor(step: int, config: PretrainConfig) -> float:
     """Linear warmup then cosine decay to ``min_lr_ratio``."""
     if step < config.warmup_steps:
@@ -189,18 +226,13 @@ def train_base_model(
         model.parameters(), lr=config.lr, betas=(0.9, config.adam_beta2), weight_decay=config.weight_decay
     )
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _lr_factor(s, config))
-    order_rng = random.Random(seed)
-    order: list[int] = []
+    batches = _shuffled_batches(len(encoded), config.batch_size, random.Random(seed))
     losses: list[float] = []
     bar = tqdm(
         range(config.steps), desc="pretraining micro-world base model", disable=not progress, unit="step"
     )
     for step in bar:
-        if len(order) < config.batch_size:
-            fresh = list(range(len(encoded)))
-            order_rng.shuffle(fresh)
-            order.extend(fresh)
-        batch_idx, order = order[: config.batch_size], order[config.batch_size :]
+        batch_idx = next(batches)
         input_ids, attention, labels = _batch([encoded[i] for i in batch_idx], tokenizer.pad_token_id)
         loss = model(
             input_ids=input_ids.to(device), attention_mask=attention.to(device), labels=labels.to(device)
@@ -292,15 +324,15 @@ def get_base_model(
     """The pretrained base model's directory, pretraining it on first use.
 
     The model lives in ``cache_dir/<fingerprint>/`` (``cache_dir`` defaults to ``default_cache_dir()``),
-    where the fingerprint hashes the world config, the pretraining config, the seed and the recipe
-    version, so changing any of them builds a new model and never reuses a stale one. Use the same
+    where the fingerprint hashes the world (config, vocabulary, sample texts), the pretraining config,
+    the seed and the recipe version, so changing any of them builds a new model, never reusing a stale one. Use the same
     ``world_config`` as the world you evaluate on: pretraining problems are kept disjoint from it.
     """
     world_config = world_config or WorldConfig()
     config = config or PretrainConfig()
     root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    out = root / model_fingerprint(world_config, config, seed)
+    world = build_world(config=world_config)
+    out = root / model_fingerprint(world, config, seed)
     if (out / LOG_FILE).is_file() and (out / "config.json").is_file():
         return out
-    world = build_world(config=world_config)
     return pretrain_base_model(world, out, config, seed, progress=progress, overwrite=False)

@@ -266,9 +266,29 @@ def solution_text(
     exist to make pretraining data imperfect.
     """
     ops = [(s.op, s.operand) for s in problem.steps]
+    results = [s.result for s in problem.steps]
     if corrupt:
         if rng is None:
             raise ValueError("solution_text(corrupt=True) needs an rng")
+        ops, results = _corrupted_chain(problem, rng)
+    lines = _step_lines(problem.start, ops, results)
+    final = results[-1]
+    if boxed:
+        lines.append(f"{ANSWER_PREFIX}\\boxed{{{final}}}.")
+    else:
+        if rng is None:
+            raise ValueError("solution_text(boxed=False) needs an rng")
+        lines = lines[: rng.randint(1, len(lines))]
+    return " ".join(lines)
+
+
+def _corrupted_chain(problem: Problem, rng: random.Random) -> tuple[list[tuple[str, int]], list[int]]:
+    """The problem's chain with one wrong result or operand at a random step, carried to the end.
+
+    Redrawn until every value stays non-negative (counts of things never go below zero, even wrongly).
+    """
+    while True:
+        ops = [(s.op, s.operand) for s in problem.steps]
         where = rng.randrange(len(ops))
         wrong_operand = rng.random() < 0.3
         results, value = [], problem.start
@@ -280,17 +300,8 @@ def solution_text(
             if i == where and not wrong_operand:
                 value = _perturb(value, rng, minimum=0)
             results.append(value)
-    else:
-        results = [s.result for s in problem.steps]
-    lines = _step_lines(problem.start, ops, results)
-    final = results[-1]
-    if boxed:
-        lines.append(f"{ANSWER_PREFIX}\\boxed{{{final}}}.")
-    else:
-        if rng is None:
-            raise ValueError("solution_text(boxed=False) needs an rng")
-        lines = lines[: rng.randint(1, len(lines))]
-    return " ".join(lines)
+        if min(results) >= 0:
+            return ops, results
 
 
 def _perturb(value: int, rng: random.Random, minimum: int, spread: int = 10) -> int:
@@ -308,9 +319,9 @@ def generate_problems(
     n_rephrasings: int = 2,
     min_steps: int = 2,
     max_steps: int = 3,
-    max_value: int = 100,
-    max_operand: int = 30,
-    max_start: int = 40,
+    max_value: int = 50,
+    max_operand: int = 20,
+    max_start: int = 20,
     exclude: Iterable[str] = (),
 ) -> list[Problem]:
     """``n`` distinct problems (distinct ``Problem.key``), deterministic in ``seed``.

@@ -42,7 +42,7 @@ ROLES = ("system", "user", "assistant")
 def _base_texts() -> list[str]:
     from corewarding.microworld.world import MICRO_SYSTEM_PROMPT
 
-    return [*vocabulary_texts(), MICRO_SYSTEM_PROMPT, SYSTEM_PROMPT, *ROLES]
+    return [*vocabulary_texts(), MICRO_SYSTEM_PROMPT, SYSTEM_PROMPT, *ROLES, "\\boxed{1}"]
 
 
 def build_tokenizer(world_or_texts: Any = None) -> PreTrainedTokenizerFast:

@@ -17,7 +17,7 @@ from pathlib import Path
 from corewarding.data.question import Question
 from corewarding.microworld.problems import Problem, generate_problems
 
-MICRO_SYSTEM_PROMPT = "Think step by step and put the final answer in \\boxed{}."
+MICRO_SYSTEM_PROMPT = "Put the final answer in \\boxed{}."
 SOURCE = "microworld"
 SPLITS = ("train", "val", "test")
 FILE_NAMES = {
