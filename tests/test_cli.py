@@ -34,3 +34,16 @@ def test_console_script_help_is_light():
     code = "import sys, corewarding.cli as c; c.build_parser(); print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False", "building the parser must not import torch"
+
+
+def test_no_progress_also_silences_transformers_loading_bars(tmp_path, capsys):
+    from transformers.utils import logging as hf_logging
+
+    assert hf_logging.is_progress_bar_enabled()
+    try:
+        # a missing config fails fast, after the flag has been applied
+        assert main(["train", str(tmp_path / "missing.yaml"), "--no-progress"]) == 2
+        assert "missing.yaml" in capsys.readouterr().err
+        assert not hf_logging.is_progress_bar_enabled()
+    finally:
+        hf_logging.enable_progress_bar()

@@ -43,6 +43,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _silence_library_progress_bars() -> None:
+    """``--no-progress`` / ``--quiet`` also mean no "Loading weights" bars from transformers."""
+    try:
+        from transformers.utils import logging as hf_logging
+    except ImportError:  # the parser works without the ML stack
+        return
+    hf_logging.disable_progress_bar()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
@@ -55,6 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "_run", None):
         parser.print_help()
         return 0
+    if getattr(args, "no_progress", False) or getattr(args, "quiet", False):
+        _silence_library_progress_bars()
     try:
         return int(args._run(args) or 0)
     except CorewardingError as err:
