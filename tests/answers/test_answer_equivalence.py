@@ -118,6 +118,12 @@ def test_power_tower_is_rejected_without_a_timeout() -> None:
 
 
 def test_never_raises_on_junk() -> None:
-    for pred, gold in [("\\frac{", "1"), ("}}}", "{{{"), ("\x00\udfff", "1"), ("\\boxed{1}", "1"),
-                       (12, "12"), ("1", ["1"])]:
+    for pred, gold in [
+        ("\\frac{", "1"),
+        ("}}}", "{{{"),
+        ("\x00\udfff", "1"),
+        ("\\boxed{1}", "1"),
+        (12, "12"),
+        ("1", ["1"]),
+    ]:
         assert is_equivalent(pred, gold) in (True, False)  # type: ignore[arg-type]

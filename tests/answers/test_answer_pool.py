@@ -42,9 +42,7 @@ def test_hung_worker_is_killed_and_replaced_and_the_batch_continues(bare_pool: T
 
 
 def test_errors_and_crashes_cost_one_task(bare_pool: TimeoutPool) -> None:
-    results = bare_pool.map(
-        "math:sqrt", [(4.0,), (-1.0,), (9.0,)], timeout=2.0, default=-1.0
-    )
+    results = bare_pool.map("math:sqrt", [(4.0,), (-1.0,), (9.0,)], timeout=2.0, default=-1.0)
     assert results == [2.0, -1.0, 3.0]
     assert bare_pool.stats.errors == 1
     crashed = bare_pool.map("os:_exit", [(3,)], timeout=2.0, default="crashed")
@@ -56,8 +54,9 @@ def test_errors_and_crashes_cost_one_task(bare_pool: TimeoutPool) -> None:
 
 def test_on_result_reports_every_task(bare_pool: TimeoutPool) -> None:
     seen: list[tuple[int, object]] = []
-    results = bare_pool.map("builtins:abs", [(-i,) for i in range(25)], timeout=2.0,
-                            on_result=lambda i, v: seen.append((i, v)))
+    results = bare_pool.map(
+        "builtins:abs", [(-i,) for i in range(25)], timeout=2.0, on_result=lambda i, v: seen.append((i, v))
+    )
     assert results == list(range(25))
     assert sorted(seen) == [(i, i) for i in range(25)]
 
@@ -65,7 +64,8 @@ def test_on_result_reports_every_task(bare_pool: TimeoutPool) -> None:
 def test_orphaned_worker_is_ended_by_its_cpu_limit(tmp_path: Path) -> None:
     """A parent that dies mid-task cannot kill its worker; the per-task CPU limit does."""
     script = tmp_path / "orphan.py"
-    script.write_text(textwrap.dedent("""
+    script.write_text(
+        textwrap.dedent("""
         import os, sys, threading, time
         from corewarding.answers import TimeoutPool
         pool = TimeoutPool(n_workers=1, preload=(), spares=0)
@@ -74,8 +74,11 @@ def test_orphaned_worker_is_ended_by_its_cpu_limit(tmp_path: Path) -> None:
         threading.Thread(target=pool.map, args=("builtins:pow", [(9, 9**9)], 1.0), daemon=True).start()
         time.sleep(0.5)
         os._exit(0)  # no clean-up: the worker is orphaned mid-task
-    """))
-    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60, check=True)
+    """)
+    )
+    out = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=60, check=True
+    )
     pid = int(out.stdout.split()[0])
     deadline = time.monotonic() + 1.0 + _CPU_GRACE_S + 60  # CPU seconds come slowly on a busy machine
     while time.monotonic() < deadline and _alive(pid):

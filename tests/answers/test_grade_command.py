@@ -90,14 +90,19 @@ def test_gsm8k_shuffled_pairing_scores_near_zero(gsm8k: Path) -> None:
 
 
 def test_without_extract_the_prediction_is_the_answer(tmp_path: Path) -> None:
-    path = _write(tmp_path / "preds.jsonl", [
-        {"pred": "\\frac{1}{2}", "gold": "0.5"},
-        {"pred": "The answer is 3", "gold": "3"},  # taken literally without --extract
-        {"pred": None, "gold": "3"},
-        {"pred": 142, "gold": "142.0"},
-    ])
+    path = _write(
+        tmp_path / "preds.jsonl",
+        [
+            {"pred": "\\frac{1}{2}", "gold": "0.5"},
+            {"pred": "The answer is 3", "gold": "3"},  # taken literally without --extract
+            {"pred": None, "gold": "3"},
+            {"pred": 142, "gold": "142.0"},
+        ],
+    )
     out = tmp_path / "out" / "graded.jsonl"
-    assert main(["grade", str(path), "--pred-field", "pred", "--gold-field", "gold", "--output", str(out)]) == 0
+    assert (
+        main(["grade", str(path), "--pred-field", "pred", "--gold-field", "gold", "--output", str(out)]) == 0
+    )
     summary = json.loads((tmp_path / "out" / "graded.summary.json").read_text())
     assert summary["correct"] == 2
     assert summary["no_prediction"] == 1

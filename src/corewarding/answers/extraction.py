@@ -109,7 +109,7 @@ def _after_hashes(text: str) -> str | None:
 
 
 def _after_answer_is(text: str) -> str | None:
-    """"The answer is X" / "Final answer: X": the rest of the line after the last such phrase."""
+    """ "The answer is X" / "Final answer: X": the rest of the line after the last such phrase."""
     last = None
     for last in _ANSWER_IS.finditer(text):  # noqa: B007 - we want the last match
         pass

@@ -28,13 +28,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("file", type=Path, help="JSONL file with one prediction per line")
     parser.add_argument("--pred-field", required=True, help="field holding the prediction")
     parser.add_argument("--gold-field", required=True, help="field holding the gold answer or solution")
-    parser.add_argument("--extract", action="store_true",
-                        help="the prediction is a full solution: grade its extracted final answer")
-    parser.add_argument("--gold-as-is", action="store_true",
-                        help="use the gold field as written, even when it looks like a solution")
+    parser.add_argument(
+        "--extract",
+        action="store_true",
+        help="the prediction is a full solution: grade its extracted final answer",
+    )
+    parser.add_argument(
+        "--gold-as-is",
+        action="store_true",
+        help="use the gold field as written, even when it looks like a solution",
+    )
     parser.add_argument("--timeout", type=float, default=2.0, help="seconds per comparison (default 2)")
-    parser.add_argument("--output", type=Path, default=None,
-                        help="per-row results (default: FILE.graded.jsonl next to the input)")
+    parser.add_argument(
+        "--output",
+        type=Path,
+        default=None,
+        help="per-row results (default: FILE.graded.jsonl next to the input)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -48,8 +58,9 @@ def run(args: argparse.Namespace) -> int:
     golds = [gold_answer(row[args.gold_field], args.gold_as_is) for row in rows]
 
     with tqdm(total=len(rows), desc="grading", unit="answer", disable=None) as bar:
-        verdicts = batch_equivalent(list(zip(preds, golds, strict=True)), timeout=args.timeout,
-                                    progress=bar.update)
+        verdicts = batch_equivalent(
+            list(zip(preds, golds, strict=True)), timeout=args.timeout, progress=bar.update
+        )
 
     output = args.output or graded_path(path)
     graded = [
@@ -88,7 +99,9 @@ def read_rows(path: Path, pred_field: str, gold_field: str) -> list[dict[str, An
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as err:
-                raise DataError(f"{path}:{number}: not valid JSON ({err.msg} at column {err.colno})") from None
+                raise DataError(
+                    f"{path}:{number}: not valid JSON ({err.msg} at column {err.colno})"
+                ) from None
             if not isinstance(row, dict):
                 raise DataError(f"{path}:{number}: expected a JSON object, got {type(row).__name__}")
             for name in (pred_field, gold_field):
@@ -96,11 +109,14 @@ def read_rows(path: Path, pred_field: str, gold_field: str) -> list[dict[str, An
                     raise DataError(f"{path}:{number}: missing field {name!r} (fields: {', '.join(row)})")
             pred, gold = row[pred_field], row[gold_field]
             if pred is not None and not isinstance(pred, str | int | float):
-                raise DataError(f"{path}:{number}: field {pred_field!r} is a {type(pred).__name__}; "
-                                "expected a string or a number")
+                raise DataError(
+                    f"{path}:{number}: field {pred_field!r} is a {type(pred).__name__}; "
+                    "expected a string or a number"
+                )
             if gold is None or isinstance(gold, bool) or not isinstance(gold, str | int | float):
-                raise DataError(f"{path}:{number}: field {gold_field!r} is {gold!r:.60}; "
-                                "expected a string or a number")
+                raise DataError(
+                    f"{path}:{number}: field {gold_field!r} is {gold!r:.60}; expected a string or a number"
+                )
             rows.append(row)
     return rows
 
