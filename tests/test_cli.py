@@ -39,7 +39,7 @@ def test_console_script_help_is_light():
 def test_no_progress_also_silences_transformers_loading_bars(tmp_path, capsys):
     from transformers.utils import logging as hf_logging
 
-    assert hf_logging.is_progress_bar_enabled()
+    hf_logging.enable_progress_bar()  # other tests' --quiet runs may have switched it off in this process
     try:
         # a missing config fails fast, after the flag has been applied
         assert main(["train", str(tmp_path / "missing.yaml"), "--no-progress"]) == 2
