@@ -44,8 +44,9 @@ class PretrainConfig:
     config always gives the same model.
 
     The defaults (about 0.8M parameters, 800 steps of 32 examples: under three minutes on an idle 2-core
-    CPU) were measured, for pretraining seed 0, at held-out avg@8 52% and maj@8 87% at temperature 1.0:
-    majority voting far above a single sample, and mistakes spread over many wrong answers. Fewer steps
+    CPU) were measured, for pretraining seed 0 on 2 threads, at held-out avg@8 49.5% and maj@8 80.5% at
+    temperature 1.0 (52% and 87% when pretrained on 1 thread: float reductions differ): majority voting
+    far above a single sample, and mistakes spread over many wrong answers. Fewer steps
     do not make a usefully weaker base: at 600 steps (avg@8 40%, maj@8 69%) label-free training gained
     18 points and stalled near that maj@8, and at 450 (validation avg@4 22%, maj@4 31%) the mistakes are
     systematic and label-free training drifted onto them. At 600 steps the outcome was also
