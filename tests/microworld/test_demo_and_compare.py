@@ -102,6 +102,13 @@ def test_collapse_flag_needs_falling_validation_and_rising_reward():
     # same validation drop, but the reward stopped rising: not the self-rewarding collapse signature
     flat = [0.5] * 10
     assert summarize_run(_rows(flat, falling_val), "val/avg@4", uses_labels=True)["collapsed"] is False
+    # the reward climbed and then plateaued on the wrong answer while validation fell: still the collapse
+    # (majority voting at lr 5e-4 without KL: reward 0.62 -> 0.79 and flat, validation 0.52 -> 0.07)
+    plateau = [0.1, 0.2, 0.3, 0.4, 0.8, 0.9, 0.9, 0.9, 0.9, 0.9]
+    assert summarize_run(_rows(plateau, falling_val), "val/avg@4", uses_labels=True)["collapsed"] is True
+    # validation fell but so did the reward since its best: the policy got worse without being paid for it
+    falling = [0.9, 0.9, 0.8, 0.8, 0.7, 0.6, 0.6, 0.5, 0.5, 0.4]
+    assert summarize_run(_rows(falling, falling_val), "val/avg@4", uses_labels=True)["collapsed"] is False
     # reward rising, validation within 10 points of its best
     assert summarize_run(_rows(rising, [0.5, 0.6, 0.58, 0.55, 0.52]), "val/avg@4", True)["collapsed"] is False
     s = summarize_run(_rows(rising, falling_val), "val/avg@4", uses_labels=False)

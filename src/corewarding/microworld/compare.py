@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 COLLAPSE_DROP = 0.10  # validation accuracy this far below its best ...
-TREND_WINDOW = 0.2  # ... while mean reward over the last 20% of steps beats the 20% before
+TREND_WINDOW = 0.2  # ... while mean reward over the last 20% of steps beats its 20% up to that best
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -42,12 +42,21 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _trend_rising(rewards: list[float]) -> bool:
+def _reward_rose_since(rewards: list[tuple[int, float]], best_step: int) -> bool:
+    """Whether mean reward kept rising after validation peaked at ``best_step``.
+
+    Self-rewarding collapse is the reward climbing while accuracy falls: compare the mean reward over the last
+    20% of steps with the mean over the 20% of steps up to the best-validation step (the first 20% when the
+    best was before any training). Reading "still rising" as the last 20% against the 20% before would miss
+    a collapse whose reward has already plateaued on the wrong answer.
+    """
     w = max(1, int(len(rewards) * TREND_WINDOW))
     if len(rewards) < 2 * w:
         return False
-    recent, before = rewards[-w:], rewards[-2 * w : -w]
-    return sum(recent) / w > sum(before) / w
+    upto = [r for s, r in rewards if s <= best_step][-w:]
+    then = upto if len(upto) == w else [r for _, r in rewards[:w]]
+    now = [r for _, r in rewards[-w:]]
+    return sum(now) / w > sum(then) / w
 
 
 def summarize_run(rows: list[dict[str, Any]], val_key: str, uses_labels: bool) -> dict[str, Any]:
@@ -55,10 +64,16 @@ def summarize_run(rows: list[dict[str, Any]], val_key: str, uses_labels: bool) -
     steps = [r for r in rows if "reward/mean" in r]
     pl = [r["pseudo_label/accuracy"] for r in steps if "pseudo_label/accuracy" in r]
     rewards = [r["reward/mean"] for r in steps]
-    val = [r[val_key] for r in rows if val_key in r]
+    val_rows = [(r.get("step", 0), r[val_key]) for r in rows if val_key in r]
+    val = [v for _, v in val_rows]
     tail = steps[-10:]
     best_val = max(val) if val else None
-    collapsed = bool(val and best_val - val[-1] > COLLAPSE_DROP and _trend_rising(rewards))
+    best_step = next(s for s, v in val_rows if v == best_val) if val else 0
+    collapsed = bool(
+        val
+        and best_val - val[-1] > COLLAPSE_DROP
+        and _reward_rose_since([(r.get("step", i), r["reward/mean"]) for i, r in enumerate(steps)], best_step)
+    )
     return {
         "pseudo_label_accuracy_best": max(pl) if pl and uses_labels else None,
         "pseudo_label_accuracy_final": pl[-1] if pl and uses_labels else None,
@@ -183,8 +198,8 @@ def _write_report(path: Path, results: dict[str, Any]) -> None:
             f"(Co-rewarding-I trains both views of each), G = {b['group_size']}, lr {b['lr']}, KL {b['kl_coef']}, "
             f"seed {b['seed']}. Test: {results['eval']['test_questions']} held-out questions, "
             f"{results['eval']['n']} samples each at temperature {results['eval']['temperature']}. "
-            f"`collapsed`: validation accuracy more than {COLLAPSE_DROP:.0%} below its best while mean reward is "
-            "still rising. PL acc: pseudo-label accuracy against the ground truth the reward never saw.",
+            f"`collapsed`: final validation accuracy more than {COLLAPSE_DROP:.0%} below its best while mean reward "
+            f"kept rising (last {TREND_WINDOW:.0%} of steps above the {TREND_WINDOW:.0%} up to the best). PL acc: pseudo-label accuracy against the ground truth the reward never saw.",
             "",
             comparison_table(results, markdown=True),
             "",
