@@ -82,6 +82,7 @@ def test_short_compare_table_and_figure(tmp_path):
     assert (out / "comparison.png").stat().st_size > 0
     table = comparison_table(results)
     assert "majority_vote" in table and "co_rewarding_ii_frozen" in table and "base model" in table
+    assert "val best" in table and "val final" in table and "collapsed" in table
     assert "| method |" in (out / "report.md").read_text()
 
 

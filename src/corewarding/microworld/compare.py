@@ -171,6 +171,8 @@ COLUMNS = (
     "pseudo_label_accuracy_final",
     "reward_final",
     "response_length_mean",
+    "val_best",
+    "val_final",
     "collapsed",
 )
 
@@ -198,8 +200,10 @@ def _write_report(path: Path, results: dict[str, Any]) -> None:
             f"(Co-rewarding-I trains both views of each), G = {b['group_size']}, lr {b['lr']}, KL {b['kl_coef']}, "
             f"seed {b['seed']}. Test: {results['eval']['test_questions']} held-out questions, "
             f"{results['eval']['n']} samples each at temperature {results['eval']['temperature']}. "
-            f"`collapsed`: final validation accuracy more than {COLLAPSE_DROP:.0%} below its best while mean reward "
-            f"kept rising (last {TREND_WINDOW:.0%} of steps above the {TREND_WINDOW:.0%} up to the best). PL acc: pseudo-label accuracy against the ground truth the reward never saw.",
+            f"`collapsed`: final validation accuracy more than {COLLAPSE_DROP * 100:.0f} points below its best while mean reward "
+            f"kept rising (last {TREND_WINDOW:.0%} of steps above the {TREND_WINDOW:.0%} up to the best). "
+            f"val best / final: validation avg@{b['val_n']} over training (step 0 is the base model). "
+            "PL acc: pseudo-label accuracy against the ground truth the reward never saw.",
             "",
             comparison_table(results, markdown=True),
             "",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -60,23 +61,65 @@ def plot_run(run_dir: str | Path, out_dir: str | Path | None = None) -> list[Pat
     return written
 
 
+SMOOTH_WINDOW = 10  # steps in the rolling mean drawn over noisy per-step curves (16 questions a step)
+
+
+def rolling_mean(ys: list[float], window: int = SMOOTH_WINDOW) -> list[float]:
+    """Trailing mean over up to ``window`` values, same length as ``ys`` (the first points average fewer)."""
+    out, total = [], 0.0
+    for i, y in enumerate(ys):
+        total += y
+        if i >= window:
+            total -= ys[i - window]
+        out.append(total / min(i + 1, window))
+    return out
+
+
 def plot_comparison(
     runs: dict[str, Path],
     out_path: str | Path,
     curves: tuple[str, ...] = ("reward/mean", "pseudo_label/accuracy", "val/avg@*", "response_length/mean"),
 ) -> Path:
-    """One figure, one panel per curve, one line per run (method)."""
+    """One figure, one panel per curve, one line per run (method).
+
+    Each run keeps one color in every panel. Per-step curves are noisy at micro-world batch sizes, so they
+    are drawn faint with a bold rolling mean on top. Confidence rewards (self-certainty around 9 nats) share
+    the reward panel with 0/1 rewards, so that panel switches to a symlog scale (linear within ±1) when any
+    value leaves [-2, 2], keeping both readable.
+    """
     out_path = Path(out_path)
-    fig, axes = plt.subplots(1, len(curves), figsize=(4.2 * len(curves), 3.6))
+    rows = {label: read_metrics(Path(run_dir) / "metrics.jsonl") for label, run_dir in runs.items()}
+    fig, axes = plt.subplots(1, len(curves), figsize=(4.2 * len(curves) + 1.6, 3.6), squeeze=False)
+    axes = axes[0]
+    smoothed = False
     for ax, key in zip(axes, curves, strict=True):
-        for label, run_dir in runs.items():
-            for k, (xs, ys) in _series(read_metrics(Path(run_dir) / "metrics.jsonl"), key).items():
-                ax.plot(xs, ys, label=label if k == key or key.endswith("*") else f"{label} {k}")
+        extreme = 0.0
+        for i, (label, run_rows) in enumerate(rows.items()):
+            color = f"C{i % 10}"
+            for k, (xs, ys) in _series(run_rows, key).items():
+                name = label if k == key or key.endswith("*") else f"{label} {k}"
+                extreme = max(extreme, *(abs(y) for y in ys))
+                if len(ys) > 2 * SMOOTH_WINDOW:
+                    ax.plot(xs, ys, color=color, alpha=0.2, linewidth=0.8)
+                    ax.plot(xs, rolling_mean(ys), color=color, label=name)
+                    smoothed = True
+                else:
+                    ax.plot(xs, ys, color=color, marker=".", label=name)
+        if key == "reward/mean" and extreme > 2:
+            ax.set_yscale("symlog", linthresh=1.0)
         ax.set_title(key.rstrip("*").rstrip("@") if key.endswith("*") else key)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=7)
-    fig.tight_layout()
+    handles: dict[str, Any] = {}
+    for (
+        ax
+    ) in axes:  # one legend for the figure; a run without some curve (gt has no pseudo-labels) still shows
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            handles.setdefault(label, handle)
+    fig.legend(list(handles.values()), list(handles), loc="center right", fontsize=8)
+    if smoothed:
+        fig.suptitle(f"faint: every step; bold: {SMOOTH_WINDOW}-step rolling mean", fontsize=8, y=0.99)
+    fig.tight_layout(rect=(0, 0, 1 - 1.6 / (4.2 * len(curves) + 1.6), 1))
     out_path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out_path, dpi=110)
     plt.close(fig)
