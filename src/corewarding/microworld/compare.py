@@ -100,6 +100,7 @@ def run_compare(
 ) -> dict[str, Any]:
     from corewarding.microworld.experiment import (
         evaluate_model,
+        evaluation_settings,
         final_checkpoint,
         fresh_dir,
         prepare,
@@ -124,13 +125,7 @@ def run_compare(
     )
     test = test_questions(setup)[:test_limit]
     val_key = f"val/avg@{budget.val_n}"
-    kwargs = {
-        "n": eval_n,
-        "temperature": budget.temperature,
-        "max_new_tokens": budget.max_new_tokens,
-        "seed": budget.seed + 1234,
-        "progress": progress,
-    }
+    kwargs = evaluation_settings(budget, eval_n, progress)
     base = evaluate_model(setup.base_model, test, desc="evaluating base model", **kwargs)
     per_method: dict[str, Any] = {}
     runs: dict[str, Path] = {}

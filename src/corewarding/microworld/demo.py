@@ -57,6 +57,7 @@ def run_demo(
     from corewarding.microworld.experiment import (
         Budget,
         evaluate_model,
+        evaluation_settings,
         final_checkpoint,
         fresh_dir,
         prepare,
@@ -86,13 +87,7 @@ def run_demo(
     t_setup = time.perf_counter() - started
 
     test = test_questions(setup)[:test_limit]
-    evaluate_kwargs = {
-        "n": eval_n,
-        "temperature": budget.temperature,
-        "max_new_tokens": budget.max_new_tokens,
-        "seed": budget.seed + 1234,
-        "progress": progress,
-    }
+    evaluate_kwargs = evaluation_settings(budget, eval_n, progress)
     t0 = time.perf_counter()
     base_metrics = evaluate_model(base_copy, test, desc="evaluating base model", **evaluate_kwargs)
     t_eval_base = time.perf_counter() - t0

@@ -204,6 +204,21 @@ def evaluate_model(
     return result.metrics
 
 
+def evaluation_settings(budget: Budget, n: int, progress: bool) -> dict[str, Any]:
+    """Test-set sampling for every model of one experiment, base and trained alike.
+
+    Same n, temperature, length and seed for all of them, so before/after and method-to-method differences
+    are the models' and not the sampler's.
+    """
+    return {
+        "n": n,
+        "temperature": budget.temperature,
+        "max_new_tokens": budget.max_new_tokens,
+        "seed": budget.seed + 1234,
+        "progress": progress,
+    }
+
+
 def test_questions(setup: Setup) -> list:
     from corewarding.data import load_questions
 
