@@ -63,21 +63,17 @@ def summarize_run(rows: list[dict[str, Any]], val_key: str, uses_labels: bool) -
     """Training-curve summary of one run (from its metrics.jsonl rows)."""
     steps = [r for r in rows if "reward/mean" in r]
     pl = [r["pseudo_label/accuracy"] for r in steps if "pseudo_label/accuracy" in r]
-    rewards = [r["reward/mean"] for r in steps]
+    rewards = [(r.get("step", i), r["reward/mean"]) for i, r in enumerate(steps)]
     val_rows = [(r.get("step", 0), r[val_key]) for r in rows if val_key in r]
     val = [v for _, v in val_rows]
     tail = steps[-10:]
-    best_val = max(val) if val else None
-    best_step = next(s for s, v in val_rows if v == best_val) if val else 0
-    collapsed = bool(
-        val
-        and best_val - val[-1] > COLLAPSE_DROP
-        and _reward_rose_since([(r.get("step", i), r["reward/mean"]) for i, r in enumerate(steps)], best_step)
-    )
+    # max() keeps the first of equal values: the step at which validation first reached its best
+    best_step, best_val = max(val_rows, key=lambda sv: sv[1]) if val_rows else (0, None)
+    collapsed = bool(val and best_val - val[-1] > COLLAPSE_DROP and _reward_rose_since(rewards, best_step))
     return {
         "pseudo_label_accuracy_best": max(pl) if pl and uses_labels else None,
         "pseudo_label_accuracy_final": pl[-1] if pl and uses_labels else None,
-        "reward_final": rewards[-1] if rewards else None,
+        "reward_final": rewards[-1][1] if rewards else None,
         "response_length_mean": sum(r["response_length/mean"] for r in tail) / len(tail) if tail else None,
         "val_best": best_val,
         "val_final": val[-1] if val else None,
@@ -195,8 +191,8 @@ def _write_report(path: Path, results: dict[str, Any]) -> None:
             f"(Co-rewarding-I trains both views of each), G = {b['group_size']}, lr {b['lr']}, KL {b['kl_coef']}, "
             f"seed {b['seed']}. Test: {results['eval']['test_questions']} held-out questions, "
             f"{results['eval']['n']} samples each at temperature {results['eval']['temperature']}. "
-            f"`collapsed`: final validation accuracy more than {COLLAPSE_DROP * 100:.0f} points below its best while mean reward "
-            f"kept rising (last {TREND_WINDOW:.0%} of steps above the {TREND_WINDOW:.0%} up to the best). "
+            f"`collapsed`: final validation accuracy more than {COLLAPSE_DROP * 100:.0f} points below its best "
+            f"while mean reward kept rising (last {TREND_WINDOW:.0%} of steps above the {TREND_WINDOW:.0%} up to the best). "
             f"val best / final: validation avg@{b['val_n']} over training (step 0 is the base model). "
             "PL acc: pseudo-label accuracy against the ground truth the reward never saw.",
             "",

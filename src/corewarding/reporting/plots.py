@@ -89,7 +89,8 @@ def plot_comparison(
     """
     out_path = Path(out_path)
     rows = {label: read_metrics(Path(run_dir) / "metrics.jsonl") for label, run_dir in runs.items()}
-    fig, axes = plt.subplots(1, len(curves), figsize=(4.2 * len(curves) + 1.6, 3.6), squeeze=False)
+    panels_width, legend_width = 4.2 * len(curves), 1.6  # inches
+    fig, axes = plt.subplots(1, len(curves), figsize=(panels_width + legend_width, 3.6), squeeze=False)
     axes = axes[0]
     smoothed = False
     for ax, key in zip(axes, curves, strict=True):
@@ -110,16 +111,15 @@ def plot_comparison(
         ax.set_title(key.rstrip("*").rstrip("@") if key.endswith("*") else key)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
+    # one legend for the figure, from every panel: a run without some curve (gt has no pseudo-labels) still shows
     handles: dict[str, Any] = {}
-    for (
-        ax
-    ) in axes:  # one legend for the figure; a run without some curve (gt has no pseudo-labels) still shows
+    for ax in axes:
         for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
             handles.setdefault(label, handle)
     fig.legend(list(handles.values()), list(handles), loc="center right", fontsize=8)
     if smoothed:
         fig.suptitle(f"faint: every step; bold: {SMOOTH_WINDOW}-step rolling mean", fontsize=8, y=0.99)
-    fig.tight_layout(rect=(0, 0, 1 - 1.6 / (4.2 * len(curves) + 1.6), 1))
+    fig.tight_layout(rect=(0, 0, panels_width / (panels_width + legend_width), 1))
     out_path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out_path, dpi=110)
     plt.close(fig)
