@@ -18,12 +18,19 @@ from corewarding.data.question import SYSTEM_PROMPT
 from corewarding.errors import ConfigError
 
 METHODS = ("gt", "majority_vote", "self_certainty", "entropy", "co_rewarding_i", "co_rewarding_ii")
+STRATEGIES = ("auto", "none", "ddp", "fsdp2", "deepspeed")
+DTYPE_NAMES = ("auto", "float32", "fp32", "bfloat16", "bf16", "float16", "fp16")
 
 
 @dataclass
 class ModelConfig:
     name_or_path: str = MISSING  # hub id, local directory, or builtin:tiny-qwen3 / builtin:microworld
-    dtype: str = "auto"  # auto = bf16 on a GPU that supports it, fp32 on CPU
+    # Storage of the trainable weights and the optimizer state. fp32 (also what ``auto`` means here): at the
+    # paper's lr 3e-6 most AdamW updates are below bf16's resolution, so 16-bit storage barely trains.
+    dtype: str = "float32"
+    # Precision of the forward and backward passes: auto = bf16 on a GPU that supports it, else fp32.
+    # bf16 on CPU works too (CPU autocast). Under FSDP2 it is the all-gather dtype (gradients reduce in fp32).
+    compute_dtype: str = "auto"
     gradient_checkpointing: bool = False
 
 
@@ -54,6 +61,11 @@ class RolloutConfig:
     max_new_tokens: int = 3072
     engine: str = "hf"
     batch_size: int = 64  # sequences per generate() call
+    # vLLM only: its share of GPU memory. It shares the GPU with the policy's training, so the default is low.
+    gpu_memory_utilization: float = 0.4
+    # vLLM only: release its weights and KV cache while the policy updates (vLLM's sleep mode), when the
+    # installed vLLM offers it
+    sleep_between_steps: bool = True
 
 
 @dataclass
@@ -111,6 +123,15 @@ class TrainerConfig:
 
 
 @dataclass
+class DistributedConfig:
+    # auto = what the accelerate launch says (an FSDP launch config → fsdp2, DeepSpeed → deepspeed, several
+    # processes → ddp, else none). fsdp2 is applied by corewarding itself with torch's ``fully_shard``, so it
+    # also runs on CPU processes over gloo, where accelerate's FSDP plugin falls back to DDP.
+    strategy: str = "auto"  # auto | none | ddp | fsdp2 | deepspeed
+    reshard_after_forward: bool = True  # FSDP2: free gathered weights after each forward (ZeRO-3 style)
+
+
+@dataclass
 class Config:
     method: str = MISSING
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -122,6 +143,7 @@ class Config:
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
     validation: ValidationConfig = field(default_factory=ValidationConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    distributed: DistributedConfig = field(default_factory=DistributedConfig)
     resume: bool = False
 
     @property
@@ -225,6 +247,13 @@ def validate_config(cfg: Config) -> None:
         bad("optim.schedule", cfg.optim.schedule, "cosine or constant")
     if cfg.rollout.engine not in ("hf", "vllm"):
         bad("rollout.engine", cfg.rollout.engine, "hf or vllm")
+    if not 0 < cfg.rollout.gpu_memory_utilization <= 1:
+        bad("rollout.gpu_memory_utilization", cfg.rollout.gpu_memory_utilization, "a fraction in (0, 1]")
+    if cfg.distributed.strategy not in STRATEGIES:
+        bad("distributed.strategy", cfg.distributed.strategy, f"one of {', '.join(STRATEGIES)}")
+    for key, value in (("model.dtype", cfg.model.dtype), ("model.compute_dtype", cfg.model.compute_dtype)):
+        if value not in DTYPE_NAMES:
+            bad(key, value, f"one of {', '.join(DTYPE_NAMES)}")
     for key, value in (
         ("rollout.n", cfg.rollout.n),
         ("teacher.n", cfg.teacher.n),
