@@ -77,13 +77,44 @@ def resolve_model_path(name_or_path: str) -> str:
     out = cache_root() / "models" / name
     if name == "microworld":
         return str(BUILDERS[name](out))
-    if not (out / "config.json").exists():
-        tmp = out.with_name(out.name + f".tmp{os.getpid()}")
-        BUILDERS[name](tmp)
-        try:
-            tmp.replace(out)
-        except OSError:  # another process built it first
-            import shutil
+    if _is_built(out):
+        return str(out)
+    if _is_distributed_follower():
+        # transformers' save_pretrained writes weights only on rank 0 once torch.distributed is up, so a
+        # follower's build would lack them: rank 0 builds, the others wait for its published directory
+        _wait_until_built(out)
+        return str(out)
+    tmp = out.with_name(out.name + f".tmp{os.getpid()}")
+    BUILDERS[name](tmp)
+    if not _is_built(tmp):
+        raise RuntimeError(f"building {name_or_path} wrote no weights into {tmp}")
+    try:
+        tmp.replace(out)
+    except OSError:  # another process built it first
+        import shutil
 
-            shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(tmp, ignore_errors=True)
     return str(out)
+
+
+def _is_built(path: Path) -> bool:
+    """A published built-in: its config and at least one weights file."""
+    return (path / "config.json").exists() and any(path.glob("*.safetensors"))
+
+
+def _is_distributed_follower() -> bool:
+    try:
+        import torch.distributed as dist
+    except ImportError:
+        return False
+    return dist.is_available() and dist.is_initialized() and dist.get_rank() != 0
+
+
+def _wait_until_built(path: Path, timeout_s: float = 3600.0) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while not _is_built(path):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"rank 0 did not finish building {path} within {timeout_s:.0f} s")
+        time.sleep(0.5)
