@@ -120,6 +120,9 @@ class TrainerConfig:
     loggers: list[str] = field(default_factory=lambda: ["jsonl"])  # + tensorboard, wandb
     wandb_project: str = "corewarding"
     sample_rollouts: int = 4  # rollouts per step written to rollouts/step-*.jsonl
+    # dtype of the Hugging Face export in each checkpoint (the training state beside it is always full
+    # precision): bf16 as released models are; the CPU micro-world keeps float32
+    export_dtype: str = "bfloat16"
 
 
 @dataclass
@@ -251,7 +254,11 @@ def validate_config(cfg: Config) -> None:
         bad("rollout.gpu_memory_utilization", cfg.rollout.gpu_memory_utilization, "a fraction in (0, 1]")
     if cfg.distributed.strategy not in STRATEGIES:
         bad("distributed.strategy", cfg.distributed.strategy, f"one of {', '.join(STRATEGIES)}")
-    for key, value in (("model.dtype", cfg.model.dtype), ("model.compute_dtype", cfg.model.compute_dtype)):
+    for key, value in (
+        ("model.dtype", cfg.model.dtype),
+        ("model.compute_dtype", cfg.model.compute_dtype),
+        ("trainer.export_dtype", cfg.trainer.export_dtype),
+    ):
         if value not in DTYPE_NAMES:
             bad(key, value, f"one of {', '.join(DTYPE_NAMES)}")
     for key, value in (

@@ -161,6 +161,7 @@ def train_config(
     overrides = [
         f"model.name_or_path={setup.base_model}",
         "model.dtype=float32",
+        "trainer.export_dtype=float32",  # evaluated on CPU in fp32, as trained
         f"data.train={d / FILE_NAMES[('train', 'original')]}",
         f"data.train_rephrased={d / FILE_NAMES[('train', 'rephrased')]}",
         f"data.val={d / FILE_NAMES[('val', 'original')]}",

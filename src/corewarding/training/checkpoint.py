@@ -1,8 +1,18 @@
-"""Checkpoints that survive SIGKILL: written to a temporary folder, then renamed into place.
+"""Checkpoints that survive SIGKILL and any sharding: assembled in a staging folder, then renamed into place.
 
-A checkpoint is ``checkpoint-<step>/`` holding the policy in Hugging Face format (loadable on its own), the
-optimizer and scheduler states, the step, and the EMA teacher's weights. Data position and sampling seeds
-are derived from the step, so nothing else is needed to continue exactly where a run stopped.
+``checkpoint-<step>/`` holds two things:
+
+- a **Hugging Face export** at its top (the policy with ``save_pretrained``, in bf16 unless
+  ``trainer.export_dtype`` says otherwise, plus the tokenizer, and the teacher the same way under
+  ``teacher/``): what ``corewarding eval``, transformers and vLLM load;
+- the **training state** under ``state/``, in full precision: ``accelerator.save_state`` writes the
+  scheduler, the RNG states and, unsharded or under DeepSpeed, the model and optimizer (DeepSpeed's own
+  sharded checkpoint); under FSDP2 the sharded policy, optimizer and teacher go through
+  ``torch.distributed.checkpoint`` (each process writes its shards). An unsharded teacher is a safetensors
+  file. ``state.json`` holds the step and the data position.
+
+``COMPLETE`` is written last; a folder without it is ignored, so a run killed while saving resumes from the
+checkpoint before. Everything is loaded with ``weights_only=True`` (accelerate's default) or as safetensors.
 """
 
 from __future__ import annotations
@@ -16,8 +26,13 @@ from typing import Any
 
 import torch
 
+from corewarding.errors import ConfigError
+
 _CKPT = re.compile(r"^checkpoint-(\d+)$")
 COMPLETE = "COMPLETE"
+STATE = "state"
+TEACHER_FILE = "teacher.safetensors"
+SHARDED = "sharded"  # torch.distributed.checkpoint folder under state/ (FSDP2)
 
 
 def checkpoint_dirs(run_dir: Path) -> list[tuple[int, Path]]:
@@ -41,81 +56,103 @@ def staging_dir(run_dir: Path, step: int) -> Path:
     return run_dir / f".checkpoint-{step}.tmp"
 
 
-def optimizer_shard_path(ckpt: Path, rank: int) -> Path:
-    """Per-process optimizer state, used when the optimizer itself is sharded (FSDP, ZeRO-3)."""
-    return ckpt / f"optimizer-rank{rank}.pt"
+def require_training_state(ckpt: Path) -> Path:
+    """``ckpt/state``, or a clear error for a checkpoint that cannot be resumed (an export only, or old)."""
+    state = ckpt / STATE
+    if not (state / "state.json").is_file():
+        raise ConfigError(
+            f"checkpoint {ckpt} has no training state ({state}/state.json is missing): it was written by an "
+            "older corewarding or is an export only; start a new run (it can load this checkpoint's weights "
+            "with model.name_or_path)"
+        )
+    return state
 
 
-def save_checkpoint(
-    run_dir: Path,
-    step: int,
+def export_pretrained(
     model,
-    tokenizer,
-    optimizer: torch.optim.Optimizer,
-    scheduler,
-    teacher_model=None,
-    extra: dict[str, Any] | None = None,
-    keep: int = 2,
-    state_dict: dict[str, torch.Tensor] | None = None,
-    optimizer_in_shards: bool = False,
-) -> Path:
-    """Write ``checkpoint-<step>`` atomically and keep only the newest ``keep`` checkpoints.
+    directory: Path,
+    state_dict: dict[str, torch.Tensor] | None,
+    tokenizer=None,
+    dtype: torch.dtype = torch.bfloat16,
+) -> None:
+    """``save_pretrained`` in ``dtype`` (bf16: the released-model format), from ``state_dict`` when the model
+    is sharded. The live model is not touched: a cast copy of each floating tensor is written."""
+    source = without_tied(model, state_dict if state_dict is not None else model.state_dict())
+    export = {
+        k: (v.detach().to("cpu", dtype) if v.is_floating_point() else v.detach().cpu())
+        for k, v in source.items()
+    }
+    config = model.config
+    old = getattr(config, "dtype", None)
+    config.dtype = dtype
+    try:
+        model.save_pretrained(directory, safe_serialization=True, state_dict=export, is_main_process=True)
+    finally:
+        config.dtype = old
+    if tokenizer is not None:
+        tokenizer.save_pretrained(directory)
 
-    ``state_dict`` is the full model state when the live model is sharded (else ``model``'s own is used).
-    With ``optimizer_in_shards`` every process has already written its optimizer shard into the staging
-    folder (:func:`optimizer_shard_path`), so only the scheduler goes into ``trainer_state.pt``.
-    """
-    final = run_dir / f"checkpoint-{step}"
-    tmp = staging_dir(run_dir, step)
-    tmp.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(tmp, safe_serialization=True, state_dict=state_dict)
-    tokenizer.save_pretrained(tmp)
-    state = {"scheduler": scheduler.state_dict()}
-    if not optimizer_in_shards:
-        state["optimizer"] = optimizer.state_dict()
-    torch.save(state, tmp / "trainer_state.pt")
-    if teacher_model is not None:
-        teacher_model.save_pretrained(tmp / "teacher", safe_serialization=True)
-    (tmp / "state.json").write_text(json.dumps({"step": step, **(extra or {})}, indent=2))
+
+def without_tied(model, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``state`` without the weights tied to another (lm_head = embeddings): stored once, as transformers
+    saves them, and restored by the tie when loaded."""
+    tied = getattr(model, "all_tied_weights_keys", None) or {}
+    return {k: v for k, v in state.items() if k not in tied}
+
+
+def write_state_json(state_dir: Path, step: int, extra: dict[str, Any]) -> None:
+    state_dir.mkdir(parents=True, exist_ok=True)
+    (state_dir / "state.json").write_text(json.dumps({"step": step, **extra}, indent=2))
+
+
+def read_state_json(state_dir: Path) -> dict[str, Any]:
+    return json.loads((state_dir / "state.json").read_text())
+
+
+def publish(run_dir: Path, step: int, keep: int) -> Path:
+    """Mark the staged checkpoint complete, rename it into place, prune all but the newest ``keep``."""
+    tmp, final = staging_dir(run_dir, step), run_dir / f"checkpoint-{step}"
     (tmp / COMPLETE).write_text("ok\n")
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)
-    for _, old in checkpoint_dirs(run_dir)[:-keep] if keep > 0 else []:
-        shutil.rmtree(old, ignore_errors=True)
+    if keep > 0:
+        for _, old in checkpoint_dirs(run_dir)[:-keep]:
+            shutil.rmtree(old, ignore_errors=True)
     return final
 
 
-def load_trainer_state(
-    ckpt: Path, optimizer: torch.optim.Optimizer, scheduler, rank: int = 0
-) -> dict[str, Any]:
-    """Restore optimizer (whole, or this process's shard) and scheduler in place; return ``state.json``."""
-    state = torch.load(ckpt / "trainer_state.pt", map_location="cpu", weights_only=False)
-    if "optimizer" in state:
-        optimizer.load_state_dict(state["optimizer"])
-    else:
-        optimizer.load_state_dict(
-            torch.load(optimizer_shard_path(ckpt, rank), map_location="cpu", weights_only=False)
-        )
-    scheduler.load_state_dict(state["scheduler"])
-    return json.loads((ckpt / "state.json").read_text())
+def save_tensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
+    """Full-precision tensors as safetensors (shared storage, e.g. tied embeddings, is copied apart)."""
+    from safetensors.torch import save_file
+
+    save_file({k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}, str(path))
+
+
+def load_tensors(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(str(path))
 
 
 def load_weights_into(model, directory: Path) -> None:
     """Copy weights saved with ``save_pretrained`` in ``directory`` into ``model`` (same architecture)."""
-    from safetensors.torch import load_file
-
     files = sorted(directory.glob("*.safetensors"))
     if not files:
         raise FileNotFoundError(f"no safetensors weights in {directory}")
     state: dict[str, torch.Tensor] = {}
     for f in files:
-        state.update(load_file(str(f)))
+        state.update(load_tensors(f))
+    load_matching(model, state, str(directory))
+
+
+def load_matching(model, state: dict[str, torch.Tensor], source: str) -> None:
+    """``load_state_dict`` that allows only a tied ``lm_head.weight`` to be absent, with a clear error."""
     missing, unexpected = model.load_state_dict(state, strict=False)
     # tied embeddings are saved once; anything else missing is a real mismatch
     real_missing = [k for k in missing if not k.endswith("lm_head.weight")]
     if real_missing or unexpected:
         raise RuntimeError(
-            f"checkpoint {directory} does not match the model: missing {real_missing[:5]}, "
+            f"checkpoint {source} does not match the model: missing {real_missing[:5]}, "
             f"unexpected {unexpected[:5]}"
         )

@@ -34,8 +34,8 @@ def ema_coefficient(step: int, total_steps: int, a_start: float = 0.01, a_end: f
 class EMATeacher:
     """A frozen copy of the policy, updated in place as teacher ← (1 − a)·teacher + a·policy.
 
-    ``update`` takes the *unwrapped* policy (``accelerator.unwrap_model(model)``) with full, unsharded
-    parameters; parameter and buffer names must match the teacher's. Floating buffers are averaged like
+    ``update`` takes the *unwrapped* policy (``accelerator.unwrap_model(model)``); parameter and buffer names
+    must match the teacher's. Both may be FSDP2-sharded alike (the update then runs on local shards). Floating buffers are averaged like
     parameters; integer buffers (e.g. counters) are copied. With ``ema_enabled=False`` the teacher stays the
     initial policy forever (the paper's frozen-teacher ablation).
 
@@ -113,9 +113,19 @@ class EMATeacher:
             return False
         if step % self.update_interval != 0:
             return False
+        from corewarding.training.sharding import local_tensor
+
         a = ema_coefficient(step, total_steps, self.a_start, self.a_end)
-        for t, p in self._paired(policy):
-            src = p.detach().to(device=t.device, dtype=t.dtype)
+        for teacher_param, policy_param in self._paired(policy):
+            # shard by shard: under FSDP2 both are DTensors sharded alike, so each process blends only its
+            # own shard, in the teacher's fp32, and no full copy of either model is ever made
+            t = local_tensor(teacher_param)
+            src = local_tensor(policy_param).detach().to(device=t.device, dtype=t.dtype)
+            if t.shape != src.shape:
+                raise ValueError(
+                    f"EMA teacher: local shards differ ({tuple(t.shape)} vs {tuple(src.shape)}); the teacher "
+                    "must be sharded exactly like the policy"
+                )
             if t.is_floating_point():
                 t.lerp_(src, a)  # t + a·(p − t) = (1 − a)·t + a·p
             else:

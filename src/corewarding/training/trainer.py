@@ -5,8 +5,13 @@ flags to know whether to train on both views (``needs_rephrased``), sample from 
 (``needs_teacher``) or compute full-vocabulary token statistics before scoring (``needs_token_stats``).
 
 Processes come from ``accelerate``: each process owns whole questions (both views and their teacher
-rollouts), so rewards are always computed on complete groups; gradients are averaged by DDP and the
-token-mean loss is normalised by the global token count, so one process or eight give the same update.
+rollouts), so rewards are always computed on complete groups; gradients are averaged by DDP (or
+reduce-scattered by FSDP2) and the token-mean loss is normalised by the global token count, so one process
+or eight give the same update.
+
+Precision: trainable weights and AdamW state stay fp32; forward and backward run in ``model.compute_dtype``
+(bf16 on a GPU). Rollouts always come from the current weights: after every optimizer step the engine is
+marked stale and synced before it samples again (the policy, the teacher, validation), whatever the engine.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import os
 import random
 import shutil
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -30,21 +36,25 @@ from tqdm.auto import tqdm
 from corewarding.config import Config, save_config
 from corewarding.data.question import Question
 from corewarding.errors import ConfigError
+from corewarding.models.loading import resolve_dtype
 from corewarding.rewards import RolloutGroup, get_reward_method, score_step
+from corewarding.rollout.engine import RolloutEngine
 from corewarding.rollout.types import Rollout, SamplingParams
-from corewarding.training.checkpoint import (
-    latest_checkpoint,
-    load_trainer_state,
-    load_weights_into,
-    optimizer_shard_path,
-    save_checkpoint,
-    staging_dir,
-)
+from corewarding.training import checkpoint as ckpt
 from corewarding.training.grpo import group_advantages, policy_loss
-from corewarding.training.logprobs import pack, response_forward
+from corewarding.training.logprobs import PackedBatch, pack, response_forward
+from corewarding.training.precision import autocast, compute_dtype, storage_dtype
 from corewarding.training.run_log import RunLogger, truncate_metrics
 from corewarding.training.sampler import StepSampler
-from corewarding.training.sharding import full_parameters, full_state_dict, is_sharded
+from corewarding.training.sharding import (
+    device_mesh,
+    full_parameters,
+    full_state_dict,
+    launch_activation_checkpointing,
+    launch_reshard_after_forward,
+    resolve_strategy,
+    shard_fsdp2,
+)
 from corewarding.training.teacher import EMATeacher
 
 Item = tuple[Question, Question | None]  # (original, rephrased twin or None)
@@ -81,32 +91,78 @@ def _lr_lambda(schedule: str, warmup: int, total: int, min_ratio: float):
     return fn
 
 
-class Trainer:
-    """One training run, configured entirely by a validated :class:`Config`."""
+@contextlib.contextmanager
+def _quiet(logger_name: str) -> Iterator[None]:
+    """Raise one library logger's level to ERROR for the block."""
+    import logging
 
-    def __init__(self, cfg: Config, accelerator=None, progress: bool = True):
+    logger = logging.getLogger(logger_name)
+    old = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(old)
+
+
+def _masked_means(batch: PackedBatch, **per_token: torch.Tensor) -> dict[str, float]:
+    """Each ``[B, R]`` per-token statistic averaged over the batch's real response tokens."""
+    mask = batch.response_mask
+    denom = mask.sum().clamp(min=1)
+    return {name: float((values * mask).sum() / denom) for name, values in per_token.items()}
+
+
+class Trainer:
+    """One training run, configured entirely by a validated :class:`Config`.
+
+    ``engine_factory(model, tokenizer)`` replaces the configured rollout engine (tests use an engine that
+    keeps its own copy of the weights, as vLLM does, to prove that every rollout sees the latest weights).
+    """
+
+    def __init__(
+        self,
+        cfg: Config,
+        accelerator=None,
+        progress: bool = True,
+        engine_factory: Callable[[Any, Any], RolloutEngine] | None = None,
+    ):
         from accelerate import Accelerator
 
         self.cfg = cfg
-        # without a GPU, cpu=True is what lets accelerate run several CPU processes over gloo
-        self.accelerator = accelerator or Accelerator(cpu=not torch.cuda.is_available())
-        self.progress = progress and self.accelerator.is_main_process
+        # The launch config's mixed_precision feeds model.compute_dtype=auto, but the autocast is ours (the
+        # policy and its reference must run in the same precision): accelerate only keeps it for DeepSpeed,
+        # which needs it in its own config. Without a GPU, cpu=True is what lets accelerate run several CPU
+        # processes over gloo; the scheduler steps once per optimizer step whatever the number of processes.
+        launch_precision = os.environ.get("ACCELERATE_MIXED_PRECISION")
+        deepspeed = os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
+        self.accelerator = accelerator or Accelerator(
+            cpu=not torch.cuda.is_available(),
+            step_scheduler_with_optimizer=False,
+            mixed_precision=None if deepspeed else "no",
+        )
+        acc = self.accelerator
+        self.strategy = resolve_strategy(cfg.distributed.strategy, acc)
+        self.storage_dtype = storage_dtype(cfg.model.dtype)
+        self.compute_dtype = compute_dtype(cfg.model.compute_dtype, acc.device, launch_precision)
+        self.progress = progress and acc.is_main_process
         self.method = get_reward_method(cfg.method, **self._reward_options())
         self.run_dir = cfg.run_dir
-        self.resume_from = latest_checkpoint(self.run_dir) if cfg.resume else None
+        self.resume_from = ckpt.latest_checkpoint(self.run_dir) if cfg.resume else None
+        if self.resume_from is not None:
+            ckpt.require_training_state(self.resume_from[1])
         if not cfg.resume and (self.run_dir / "metrics.jsonl").exists():
             raise ConfigError(
                 f"run directory {self.run_dir} already holds a run; pass resume=true to continue it, or choose "
                 "another trainer.run_name / trainer.output_dir (nothing there was changed)"
             )
-        world = self.accelerator.num_processes
+        world = acc.num_processes
         if cfg.trainer.batch_questions % world:
             raise ConfigError(
                 f"trainer.batch_questions={cfg.trainer.batch_questions} must be divisible by the number of "
                 f"processes ({world}) so every process owns the same number of whole question groups"
             )
         self._load_data()
-        self._build_models()
+        self._build_models(engine_factory)
 
     # ------------------------------------------------------------------ setup
     def _reward_options(self) -> dict[str, Any]:
@@ -149,19 +205,24 @@ class Trainer:
                 resolve_data_path(cfg.data.val), limit=cfg.data.val_limit, system_prompt=sp
             )
 
-    def _build_models(self) -> None:
+    def _build_models(self, engine_factory) -> None:
+        """Policy (storage dtype), teacher or KL reference, their sharding, the optimizer and the engine."""
         from corewarding.models.loading import load_model_and_tokenizer
         from corewarding.rollout.factory import make_engine
 
         cfg, acc = self.cfg, self.accelerator
         model, self.tokenizer = load_model_and_tokenizer(
-            cfg.model.name_or_path, device=acc.device, dtype=cfg.model.dtype
+            cfg.model.name_or_path, device=acc.device, dtype=self.storage_dtype
         )
         self.items = self._filter_long_prompts(self.items)
-        if cfg.model.gradient_checkpointing:
+        if cfg.model.gradient_checkpointing or (
+            self.strategy == "fsdp2" and launch_activation_checkpointing()
+        ):
             model.gradient_checkpointing_enable()
             model.config.use_cache = False
         model.train()
+        # the teacher and the reference are copies of the initial policy, made before any sharding; the EMA
+        # teacher accumulates a ≈ 1e-4 updates, so it stays fp32; frozen copies may run in compute dtype
         self.teacher: EMATeacher | None = None
         self.ref_model = None
         if self.method.needs_teacher:
@@ -171,25 +232,56 @@ class Trainer:
                 update_interval=cfg.teacher.update_interval,
                 a_start=cfg.teacher.a_start,
                 a_end=cfg.teacher.a_end,
-                # a ≈ 1e-4 updates round away in 16-bit weights: keep the teacher in fp32
-                dtype=torch.float32 if model.dtype in (torch.bfloat16, torch.float16) else None,
+                dtype=torch.float32 if cfg.teacher.ema else self.compute_dtype,
             )
             if cfg.grpo.kl_coef > 0:
                 self.ref_model = self.teacher.model  # the paper: the teacher is also the KL reference
         elif cfg.grpo.kl_coef > 0:
-            self.ref_model = copy.deepcopy(model).eval().requires_grad_(False)
+            self.ref_model = copy.deepcopy(model).to(self.compute_dtype).eval().requires_grad_(False)
 
-        if self.resume_from is not None:
-            # before any wrapping, so sharded strategies see the resumed weights; the KL reference above
-            # stays the initial policy, the teacher takes its own saved weights
-            load_weights_into(model, self.resume_from[1])
-            if self.teacher is not None:
-                load_weights_into(self.teacher.model, self.resume_from[1] / "teacher")
+        if self.strategy == "fsdp2":
+            mesh = device_mesh(acc.device)
+            reshard = launch_reshard_after_forward(cfg.distributed.reshard_after_forward)
+            frozen = self.teacher.model if self.teacher is not None else self.ref_model
+            for module in (model, frozen):
+                if module is not None:
+                    shard_fsdp2(module, mesh, self.compute_dtype, reshard)
+        optimizer = self._optimizer(model)  # after fully_shard: it must hold the sharded parameters
+        total_updates = cfg.trainer.total_steps * cfg.grpo.updates_per_step
+        warmup = int(cfg.optim.warmup_ratio * total_updates)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, _lr_lambda(cfg.optim.schedule, warmup, total_updates, cfg.optim.min_lr_ratio)
+        )
+        if self.strategy == "fsdp2":
+            # the sharded model and optimizer are checkpointed with torch.distributed.checkpoint; accelerate
+            # keeps the scheduler and the RNG states
+            self.model, self.optimizer = model, optimizer
+            self.scheduler = acc.prepare_scheduler(scheduler)
+        else:
+            self.model, self.optimizer, self.scheduler = acc.prepare(model, optimizer, scheduler)
+        self.policy = acc.unwrap_model(self.model)
+        if engine_factory is not None:
+            self.engine = engine_factory(self.policy, self.tokenizer)
+        else:
+            self.engine = make_engine(
+                cfg.rollout.engine,
+                self.policy,
+                self.tokenizer,
+                batch_size=cfg.rollout.batch_size,
+                max_prompt_length=cfg.data.max_prompt_length,
+                gpu_memory_utilization=cfg.rollout.gpu_memory_utilization,
+                sleep_between_steps=cfg.rollout.sleep_between_steps,
+                seed=cfg.trainer.seed + acc.process_index,  # each process samples its own stream
+            )
+        self._engine_holds: str | None = None  # "policy" / "teacher" once synced; None when stale
+        self.pad_id = self.tokenizer.pad_token_id
 
+    def _optimizer(self, model) -> torch.optim.Optimizer:
+        cfg = self.cfg
         decay, no_decay = [], []
         for name, p in model.named_parameters():
             (no_decay if p.ndim < 2 or "norm" in name else decay).append(p)
-        optimizer = torch.optim.AdamW(
+        return torch.optim.AdamW(
             [
                 {"params": decay, "weight_decay": cfg.optim.weight_decay},
                 {"params": no_decay, "weight_decay": 0.0},
@@ -197,30 +289,12 @@ class Trainer:
             lr=cfg.optim.lr,
             betas=tuple(cfg.optim.betas),
         )
-        total_updates = cfg.trainer.total_steps * cfg.grpo.updates_per_step
-        warmup = int(cfg.optim.warmup_ratio * total_updates)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, _lr_lambda(cfg.optim.schedule, warmup, total_updates, cfg.optim.min_lr_ratio)
-        )
-        self.model, self.optimizer = acc.prepare(model, optimizer)
-        self.policy = acc.unwrap_model(self.model)
-        self.engine = make_engine(
-            cfg.rollout.engine,
-            self.policy,
-            self.tokenizer,
-            batch_size=cfg.rollout.batch_size,
-            max_prompt_length=cfg.data.max_prompt_length,
-        )
-        self.teacher_engine = None
-        if self.teacher is not None:
-            self.teacher_engine = make_engine(
-                "hf",
-                self.teacher.model,
-                self.tokenizer,
-                batch_size=cfg.rollout.batch_size,
-                max_prompt_length=cfg.data.max_prompt_length,
-            )
-        self.pad_id = self.tokenizer.pad_token_id
+
+    def _compute(self):
+        """Autocast to the compute dtype for forwards of fp32 weights (FSDP2 casts in its all-gather)."""
+        if self.strategy == "fsdp2":
+            return contextlib.nullcontext()
+        return autocast(self.accelerator.device, self.compute_dtype, self.storage_dtype)
 
     def _filter_long_prompts(self, items: list[Item]) -> list[Item]:
         from corewarding.data import filter_by_prompt_length, filter_pairs_by_prompt_length
@@ -257,24 +331,54 @@ class Trainer:
             seed=seed,
         )
 
+    @contextlib.contextmanager
+    def _engine_on(self, role: str) -> Iterator[RolloutEngine]:
+        """The rollout engine holding the ``policy``'s or the ``teacher``'s current weights, for one block.
+
+        The engine is synced whenever it does not hold ``role``'s current weights (after every optimizer
+        step, after an EMA update, after a resume): for the transformers engine that points it at the
+        module, for vLLM it loads the weights. Sharded weights are gathered only for the block, and
+        sampling runs in the compute dtype.
+        """
+        module = self.policy if role == "policy" else self.teacher.model  # type: ignore[union-attr]
+        # the transformers engine samples with the module itself, so a sharded one is gathered for the
+        # block; vLLM holds its own copy and gathers sharded weights one tensor at a time as it syncs
+        gather = full_parameters(module) if self.cfg.rollout.engine == "hf" else contextlib.nullcontext()
+        with gather, self._compute():
+            if self._engine_holds != role:
+                self.engine.sync_weights(module)
+                self._engine_holds = role
+            yield self.engine
+
+    def _sample(
+        self, role: str, prompts: list[list[dict[str, str]]], n: int, sampling: SamplingParams
+    ) -> list[Rollout]:
+        with self._engine_on(role) as engine:
+            return engine.generate(prompts, n, sampling)
+
+    def _weights_changed(self) -> None:
+        """Called after every optimizer step (and EMA update): the engine's copy is stale."""
+        self._engine_holds = None
+
     def _rollout_groups(self, step: int, items: list[Item]) -> list[RolloutGroup]:
         cfg = self.cfg
         G = cfg.rollout.n
         views = [(self._pair_id(it), view, q) for it in items for view, q in self._views_for(it)]
-        with full_parameters(self.accelerator, self.model):
-            rollouts = self.engine.generate(
-                [q.messages for _, _, q in views],
-                G,
-                self._sampling(step, cfg.rollout.temperature, cfg.rollout.max_new_tokens, salt=1),
-            )
+        rollouts = self._sample(
+            "policy",
+            [q.messages for _, _, q in views],
+            G,
+            self._sampling(step, cfg.rollout.temperature, cfg.rollout.max_new_tokens, salt=1),
+        )
         groups = [
             RolloutGroup(question=q, view=view, pair_id=pid, rollouts=rollouts[i * G : (i + 1) * G])
             for i, (pid, view, q) in enumerate(views)
         ]
-        if self.teacher_engine is not None:
+        if self.teacher is not None:
             Gt = cfg.teacher.n
             tq = [it[1] if cfg.teacher.view == "rephrased" else it[0] for it in items]
-            t_rollouts = self.teacher_engine.generate(
+            t_rollouts = self._sample(
+                "teacher",
                 [q.messages for q in tq],
                 Gt,
                 self._sampling(step, cfg.rollout.temperature, cfg.rollout.max_new_tokens, salt=2),
@@ -297,7 +401,8 @@ class Trainer:
         temp = self.cfg.rollout.temperature
         for mb in self._micro_batches(rollouts):
             batch = pack([rollouts[i] for i in mb], self.pad_id).to(self.accelerator.device)
-            fo = response_forward(model, batch, temperature=temp, with_stats=with_stats)
+            with self._compute():
+                fo = response_forward(model, batch, temperature=temp, with_stats=with_stats)
             for row, i in enumerate(mb):
                 n = int(batch.response_mask[row].sum().item())
                 out[i]["logprobs"] = fo.logprobs[row, :n].float().cpu()
@@ -312,78 +417,108 @@ class Trainer:
     def _update(
         self, rollouts: list[Rollout], advantages: list[float], old: list[dict] | None
     ) -> dict[str, float]:
+        """``grpo.updates_per_step`` optimizer steps over the step's rollouts, each accumulated over
+        micro-batches; returns the mean of each statistic."""
         cfg, acc = self.cfg, self.accelerator
         U = cfg.grpo.updates_per_step
         n = len(rollouts)
+        per_update = math.ceil(n / U)
         stats: dict[str, list[float]] = {}
-        per_update = n // U if n % U == 0 else math.ceil(n / U)
         for u in range(U):
             idx = list(range(u * per_update, min(n, (u + 1) * per_update)))
+            # the loss of every micro-batch is normalised by the whole update's tokens over all processes,
+            # so summing micro-batch gradients (and DDP/FSDP averaging them) gives the global token-mean
             local_tokens = torch.tensor(
                 float(sum(len(rollouts[i].response_ids) for i in idx)), device=acc.device
             )
-            global_tokens = acc.reduce(local_tokens.clone(), reduction="sum").item()
-            num_seqs_global = len(idx) * acc.num_processes
+            norm = {
+                "num_tokens_total": acc.reduce(local_tokens, reduction="sum").item(),
+                "num_seqs_total": len(idx) * acc.num_processes,
+            }
             mbs = [
                 idx[i : i + cfg.optim.micro_batch_size]
                 for i in range(0, len(idx), cfg.optim.micro_batch_size)
             ]
             for k, mb in enumerate(mbs):
-                batch = pack([rollouts[i] for i in mb], self.pad_id).to(acc.device)
-                sync = k == len(mbs) - 1
-                ctx = contextlib.nullcontext() if sync else acc.no_sync(self.model)
-                with ctx:
-                    fo = response_forward(
-                        self.model,
-                        batch,
-                        temperature=cfg.rollout.temperature,
-                        with_stats=not self.method.needs_token_stats,
-                    )
-                    if old is not None:
-                        old_lp = torch.zeros_like(fo.logprobs)
-                        for row, i in enumerate(mb):
-                            lp = old[i]["logprobs"]
-                            old_lp[row, : lp.numel()] = lp.to(old_lp.device)
-                    else:
-                        old_lp = fo.logprobs.detach()
-                    ref_lp = None
-                    if self.ref_model is not None:
-                        with torch.no_grad():
-                            ref_lp = response_forward(
-                                self.ref_model, batch, temperature=cfg.rollout.temperature
-                            ).logprobs
-                    adv = torch.tensor([advantages[i] for i in mb], dtype=torch.float32, device=acc.device)
-                    loss, m = policy_loss(
-                        fo.logprobs,
-                        old_lp,
-                        adv,
-                        batch.response_mask,
-                        clip_ratio=cfg.grpo.clip_ratio,
-                        ref_logprobs=ref_lp,
-                        kl_coef=cfg.grpo.kl_coef,
-                        loss_agg=cfg.grpo.loss_agg,
-                        num_tokens_total=global_tokens,
-                        num_seqs_total=num_seqs_global,
-                    )
-                    # DDP averages gradients over processes; the loss is already a global mean
+                last = k == len(mbs) - 1
+                # DDP: all-reduce gradients once, on the last micro-batch (FSDP2 reduce-scatters each one)
+                sync = contextlib.nullcontext() if last or self.strategy != "ddp" else acc.no_sync(self.model)
+                with sync:
+                    loss, m = self._micro_batch_loss(mb, rollouts, advantages, old, norm)
+                    # DDP and FSDP average gradients over processes; the loss is already a global mean
                     acc.backward(loss * acc.num_processes)
                 for key, val in m.items():
-                    stats.setdefault(key, []).append(float(val))
-                if fo.entropy is not None:
-                    mask = batch.response_mask
-                    stats.setdefault("token_entropy", []).append(
-                        float((fo.entropy * mask).sum() / mask.sum().clamp(min=1))
-                    )
-                    stats.setdefault("self_certainty", []).append(
-                        float((fo.self_certainty * mask).sum() / mask.sum().clamp(min=1))
-                    )
-            grad_norm = acc.clip_grad_norm_(self.model.parameters(), cfg.optim.grad_clip)
-            stats.setdefault("grad_norm", []).append(float(grad_norm))
+                    stats.setdefault(key, []).append(val)
+            stats.setdefault("grad_norm", []).append(self._clip_gradients())
             stats.setdefault("lr", []).append(self.scheduler.get_last_lr()[0])
             self.optimizer.step()
             self.scheduler.step()
             self.optimizer.zero_grad(set_to_none=True)
+            self._weights_changed()
         return {k: sum(v) / len(v) for k, v in stats.items()}
+
+    def _micro_batch_loss(
+        self,
+        mb: list[int],
+        rollouts: list[Rollout],
+        advantages: list[float],
+        old: list[dict] | None,
+        norm: dict[str, float],
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """The GRPO loss of rollouts ``mb`` (policy forward with gradient, reference without) and its stats."""
+        cfg, device = self.cfg, self.accelerator.device
+        batch = pack([rollouts[i] for i in mb], self.pad_id).to(device)
+        temperature = cfg.rollout.temperature
+        with self._compute():
+            fo = response_forward(
+                self.model, batch, temperature=temperature, with_stats=not self.method.needs_token_stats
+            )
+            ref_lp = None
+            if self.ref_model is not None:
+                with torch.no_grad():
+                    ref_lp = response_forward(self.ref_model, batch, temperature=temperature).logprobs
+        if old is not None:
+            old_lp = self._padded([old[i]["logprobs"] for i in mb], fo.logprobs)
+        else:
+            # on-policy (one update per rollout batch): the sampling policy is the current one, so the ratio
+            # is exactly 1 and only its gradient matters; detaching the current log-probs gives both without
+            # a second forward pass
+            old_lp = fo.logprobs.detach()
+        adv = torch.tensor([advantages[i] for i in mb], dtype=torch.float32, device=device)
+        loss, m = policy_loss(
+            fo.logprobs,
+            old_lp,
+            adv,
+            batch.response_mask,
+            clip_ratio=cfg.grpo.clip_ratio,
+            ref_logprobs=ref_lp,
+            kl_coef=cfg.grpo.kl_coef,
+            loss_agg=cfg.grpo.loss_agg,
+            **norm,
+        )
+        stats = {key: float(val) for key, val in m.items()}
+        if fo.entropy is not None:
+            stats.update(_masked_means(batch, token_entropy=fo.entropy, self_certainty=fo.self_certainty))
+        return loss, stats
+
+    @staticmethod
+    def _padded(rows: list[torch.Tensor], like: torch.Tensor) -> torch.Tensor:
+        """Per-rollout log-probs of different lengths as one zero-padded tensor shaped like ``like``."""
+        out = torch.zeros_like(like)
+        for r, lp in enumerate(rows):
+            out[r, : lp.numel()] = lp.to(out.device)
+        return out
+
+    def _clip_gradients(self) -> float:
+        """Clip the global gradient norm to ``optim.grad_clip``; returns the norm before clipping."""
+        max_norm = self.cfg.optim.grad_clip
+        if self.strategy == "fsdp2":
+            from corewarding.training.sharding import full_tensor
+
+            # the parameters are DTensor shards: torch computes the norm over all of them (a collective)
+            norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
+            return float(full_tensor(norm))
+        return float(self.accelerator.clip_grad_norm_(self.model.parameters(), max_norm))
 
     # ------------------------------------------------------------------ validation
     def validate(self) -> dict[str, float]:
@@ -402,9 +537,9 @@ class Trainer:
             max_new_tokens=max_new,
             seed=cfg.trainer.seed + 17 + acc.process_index,
         )
-        with full_parameters(acc, self.model):
+        with self._engine_on("policy") as engine:  # the current policy, whatever the engine
             completions = generate_completions(
-                self.engine, shard, cfg.validation.n, sampling, progress=False, desc="validation"
+                engine, shard, cfg.validation.n, sampling, progress=False, desc="validation"
             )
         completions = gather_object(completions) if acc.num_processes > 1 else completions
         result = score_completions(
@@ -414,15 +549,16 @@ class Trainer:
 
     # ------------------------------------------------------------------ loop
     def _resume(self) -> int:
-        """Optimizer, scheduler and metrics of the checkpoint whose weights ``_build_models`` loaded."""
+        """Load the latest checkpoint's training state (weights, optimizer, scheduler, teacher); its step."""
         if self.resume_from is None:
             return 0
         step, path = self.resume_from
-        load_trainer_state(path, self.optimizer, self.scheduler, rank=self.accelerator.process_index)
+        self.load_state(ckpt.require_training_state(path))
         if self.accelerator.is_main_process:
             truncate_metrics(self.run_dir / "metrics.jsonl", step)
             (self.run_dir / "rollouts").mkdir(exist_ok=True)
         self.accelerator.wait_for_everyone()
+        self._weights_changed()  # the engine still holds the initial weights
         return step
 
     def _write_samples(self, step: int, groups: list[RolloutGroup], scores) -> None:
@@ -536,11 +672,19 @@ class Trainer:
             advantages = [float(a) for row in adv_rows for a in row]
             t_score = time.perf_counter() - t1
             t2 = time.perf_counter()
+            release = getattr(self.engine, "release_memory", None)
+            if release is not None:
+                release()  # vLLM: give its weights and KV cache back to the update
             upd = self._update(rollouts, advantages, old)
             t_update = time.perf_counter() - t2
             if self.teacher is not None:
-                with full_parameters(acc, self.model):
-                    self.teacher.update(self.policy, step + 1, total)
+                # ZeRO-3 partitions the policy differently from the (unsharded) teacher: gather it first
+                gather = (
+                    full_parameters(self.policy) if self.strategy == "deepspeed" else contextlib.nullcontext()
+                )
+                with gather:
+                    if self.teacher.update(self.policy, step + 1, total):
+                        self._weights_changed()
             teacher_sets = {id(g.teacher_rollouts): g.teacher_rollouts for g in groups if g.teacher_rollouts}
             n_tokens = sum(r.num_response_tokens for r in rollouts) + sum(
                 t.num_response_tokens for ts in teacher_sets.values() for t in ts
@@ -567,7 +711,7 @@ class Trainer:
             if self.teacher is not None:
                 metrics["teacher/ema_a"] = self.teacher.last_a
             done = step + 1
-            if done == total and acc.num_processes > 1:
+            if done == total and self.strategy == "ddp":
                 metrics["dist/param_spread"] = self._param_spread()
             if cfg.trainer.val_every and self.val_questions and done % cfg.trainer.val_every == 0:
                 last_val = self.validate()
@@ -599,38 +743,90 @@ class Trainer:
         acc.wait_for_everyone()
         return TrainResult(self.run_dir, total, metrics, last_val)
 
+    # ------------------------------------------------------------------ checkpoints
     def save(self, step: int) -> None:
-        """Checkpoint ``step``; under FSDP/ZeRO-3 the weights are gathered and each process adds its
-        optimizer shard, so every process must call this."""
+        """Checkpoint ``step`` (a collective: every process calls it). See :mod:`..checkpoint` for the layout.
+
+        The training state goes through ``accelerator.save_state`` (and, under FSDP2, torch's distributed
+        checkpoint for the shards); the Hugging Face export is gathered and written in bf16 by the main
+        process. The staging folder is renamed into place only once everything is written.
+        """
         acc = self.accelerator
-        sharded = is_sharded(acc)
-        state_dict = full_state_dict(acc, self.model) if sharded else None
-        staging = staging_dir(self.run_dir, step)
+        staging = ckpt.staging_dir(self.run_dir, step)
         if acc.is_main_process and staging.exists():
             shutil.rmtree(staging)  # left by a run killed while saving
         acc.wait_for_everyone()
-        if sharded:
-            staging.mkdir(parents=True, exist_ok=True)
-            torch.save(self.optimizer.state_dict(), optimizer_shard_path(staging, acc.process_index))
-        acc.wait_for_everyone()
+        state_dir = staging / ckpt.STATE
+        with _quiet("accelerate.utils.other"):  # "Removed shared tensor" for every tied model: expected
+            acc.save_state(str(state_dir))
+        if self.strategy == "fsdp2":
+            self._save_sharded(state_dir)
+        teacher_full = self._teacher_state() if self.teacher is not None else None
+        policy_full = None
+        if self.strategy == "fsdp2":
+            policy_full = full_state_dict(self.model)
+        elif self.strategy == "deepspeed":
+            policy_full = acc.get_state_dict(self.model)  # ZeRO-3's 16-bit gather
         if acc.is_main_process:
+            if teacher_full is not None and self.strategy != "fsdp2":
+                ckpt.save_tensors(teacher_full, state_dir / ckpt.TEACHER_FILE)
             sampler_pos = StepSampler(
                 self.items, self.cfg.trainer.batch_questions, self.cfg.trainer.seed, self.cfg.data.shuffle
             ).position(step)
-            save_checkpoint(
-                self.run_dir,
-                step,
-                self.policy,
-                self.tokenizer,
-                self.optimizer,
-                self.scheduler,
-                teacher_model=self.teacher.model if self.teacher is not None else None,
-                extra={"data_position": sampler_pos, "method": self.cfg.method},
-                keep=self.cfg.trainer.keep_checkpoints,
-                state_dict=state_dict,
-                optimizer_in_shards=sharded,
-            )
+            extra = {"data_position": sampler_pos, "method": self.cfg.method, "strategy": self.strategy}
+            ckpt.write_state_json(state_dir, step, extra)
+            export = resolve_dtype(self.cfg.trainer.export_dtype, "cpu")
+            ckpt.export_pretrained(self.policy, staging, policy_full, self.tokenizer, export)
+            if self.teacher is not None:
+                ckpt.export_pretrained(self.teacher.model, staging / "teacher", teacher_full, dtype=export)
         acc.wait_for_everyone()
+        if acc.is_main_process:
+            ckpt.publish(self.run_dir, step, self.cfg.trainer.keep_checkpoints)
+        acc.wait_for_everyone()
+
+    def _teacher_state(self) -> dict[str, torch.Tensor]:
+        """The teacher's full-precision state dict (gathered on the main process when sharded)."""
+        assert self.teacher is not None
+        model = self.teacher.model
+        state = full_state_dict(model) if self.strategy == "fsdp2" else model.state_dict()
+        return ckpt.without_tied(model, {k: v.detach().cpu() for k, v in state.items()})
+
+    def _sharded_state(self) -> dict[str, Any]:
+        """What torch.distributed.checkpoint saves and loads under FSDP2: this process's shards."""
+        from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_state_dict
+
+        model_sd, optim_sd = get_state_dict(self.model, self.optimizer)
+        state: dict[str, Any] = {"model": model_sd, "optimizer": optim_sd}
+        if self.teacher is not None:
+            state["teacher"] = get_model_state_dict(self.teacher.model)
+        return state
+
+    def _save_sharded(self, state_dir: Path) -> None:
+        import torch.distributed.checkpoint as dcp
+
+        dcp.save(self._sharded_state(), checkpoint_id=str(state_dir / ckpt.SHARDED))
+
+    def load_state(self, state_dir: Path) -> None:
+        """Restore weights, optimizer, scheduler, RNG and teacher from ``state_dir`` (a collective)."""
+        acc = self.accelerator
+        acc.load_state(str(state_dir))
+        if self.strategy == "fsdp2":
+            import torch.distributed.checkpoint as dcp
+            from torch.distributed.checkpoint.state_dict import set_model_state_dict, set_state_dict
+
+            state = self._sharded_state()
+            dcp.load(state, checkpoint_id=str(state_dir / ckpt.SHARDED))
+            set_state_dict(
+                self.model,
+                self.optimizer,
+                model_state_dict=state["model"],
+                optim_state_dict=state["optimizer"],
+            )
+            if self.teacher is not None:
+                set_model_state_dict(self.teacher.model, state["teacher"])
+        elif self.teacher is not None:
+            teacher = ckpt.load_tensors(state_dir / ckpt.TEACHER_FILE)
+            ckpt.load_matching(self.teacher.model, teacher, str(state_dir / ckpt.TEACHER_FILE))
 
 
 def train(cfg: Config, progress: bool = True) -> TrainResult:
