@@ -132,12 +132,13 @@ def is_zero3(model: nn.Module) -> bool:
 
 
 @contextlib.contextmanager
-def full_parameters(model: nn.Module) -> Iterator[None]:
+def full_parameters(model: nn.Module, modifier_rank: int | None = None) -> Iterator[None]:
     """Inside the block ``model`` holds its full parameters (for sampling, syncing an engine, exporting).
 
     FSDP2: every unit is all-gathered once and told not to reshard after each forward, so a ``generate``
     of any length runs without collectives (processes may generate different numbers of tokens).
-    ZeRO-3: DeepSpeed's ``GatheredParameters``. Anything else: a no-op.
+    ZeRO-3: DeepSpeed's ``GatheredParameters`` (``modifier_rank``: the process whose changes to the gathered
+    weights are kept and re-partitioned on exit; None for read-only use). Anything else: a no-op.
     """
     if is_fsdp2(model):
         from torch.distributed.fsdp import FSDPModule
@@ -156,7 +157,7 @@ def full_parameters(model: nn.Module) -> Iterator[None]:
     if is_zero3(model):
         import deepspeed
 
-        with deepspeed.zero.GatheredParameters(list(model.parameters()), modifier_rank=None):
+        with deepspeed.zero.GatheredParameters(list(model.parameters()), modifier_rank=modifier_rank):
             yield
         return
     yield

@@ -35,7 +35,8 @@ class EMATeacher:
     """A frozen copy of the policy, updated in place as teacher ← (1 − a)·teacher + a·policy.
 
     ``update`` takes the *unwrapped* policy (``accelerator.unwrap_model(model)``); parameter and buffer names
-    must match the teacher's. Both may be FSDP2-sharded alike (the update then runs on local shards). Floating buffers are averaged like
+    must match the teacher's. Both may be FSDP2-sharded or ZeRO-3-partitioned alike: the update then runs on
+    each process's own shards, with no full copy of either model. Floating buffers are averaged like
     parameters; integer buffers (e.g. counters) are copied. With ``ema_enabled=False`` the teacher stays the
     initial policy forever (the paper's frozen-teacher ablation).
 
@@ -53,6 +54,7 @@ class EMATeacher:
         a_end: float = 0.0001,
         dtype: torch.dtype | None = None,
         device: torch.device | str | None = None,
+        model: nn.Module | None = None,
     ) -> None:
         if not isinstance(update_interval, int) or isinstance(update_interval, bool) or update_interval < 1:
             raise ConfigError(f"teacher.update_interval must be an integer >= 1, got {update_interval!r}")
@@ -63,7 +65,9 @@ class EMATeacher:
         self.update_interval = update_interval
         self.a_start = float(a_start)
         self.a_end = float(a_end)
-        self.model = copy.deepcopy(policy)
+        # ``model``: a copy of the policy built by the caller (under ZeRO-3 it is loaded already partitioned,
+        # which a deepcopy of the partitioned policy would not be)
+        self.model = model if model is not None else copy.deepcopy(policy)
         if dtype is not None or device is not None:
             self.model.to(device=device, dtype=dtype)
         self.model.eval()
@@ -113,9 +117,17 @@ class EMATeacher:
             return False
         if step % self.update_interval != 0:
             return False
-        from corewarding.training.sharding import local_tensor
+        from corewarding.training.sharding import is_zero3, local_tensor
 
         a = ema_coefficient(step, total_steps, self.a_start, self.a_end)
+        if is_zero3(self.model):
+            from corewarding.training.zero3 import ema_update_partitions
+
+            # ZeRO-3 slices, towards the optimizer's fp32 master slices (a collective: every process)
+            ema_update_partitions(self.model, policy, a)
+            self.last_a = a
+            self.num_updates += 1
+            return True
         for teacher_param, policy_param in self._paired(policy):
             # shard by shard: under FSDP2 both are DTensors sharded alike, so each process blends only its
             # own shard, in the teacher's fp32, and no full copy of either model is ever made

@@ -105,6 +105,30 @@ def _quiet(logger_name: str) -> Iterator[None]:
         logger.setLevel(old)
 
 
+def _deepspeed_launch() -> bool:
+    return os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
+
+
+def _make_accelerator(deepspeed: bool):
+    """accelerate's processes and devices, with the precision left to the trainer (see ``__init__``).
+
+    DeepSpeed is only driven with ``cpu=False``; on a machine without CUDA (DeepSpeed's CPU accelerator,
+    what the tests run) accelerate then finds no backend and would report one process on every rank, so
+    gloo is named explicitly.
+    """
+    from accelerate import Accelerator
+    from accelerate.utils import InitProcessGroupKwargs
+
+    cuda = torch.cuda.is_available()
+    handlers = [InitProcessGroupKwargs(backend="gloo")] if deepspeed and not cuda else []
+    return Accelerator(
+        cpu=not cuda and not deepspeed,
+        step_scheduler_with_optimizer=False,
+        mixed_precision=None if deepspeed else "no",
+        kwargs_handlers=handlers,
+    )
+
+
 def _masked_means(batch: PackedBatch, **per_token: torch.Tensor) -> dict[str, float]:
     """Each ``[B, R]`` per-token statistic averaged over the batch's real response tokens."""
     mask = batch.response_mask
@@ -126,20 +150,13 @@ class Trainer:
         progress: bool = True,
         engine_factory: Callable[[Any, Any], RolloutEngine] | None = None,
     ):
-        from accelerate import Accelerator
-
         self.cfg = cfg
         # The launch config's mixed_precision feeds model.compute_dtype=auto, but the autocast is ours (the
         # policy and its reference must run in the same precision): accelerate only keeps it for DeepSpeed,
         # which needs it in its own config. Without a GPU, cpu=True is what lets accelerate run several CPU
         # processes over gloo; the scheduler steps once per optimizer step whatever the number of processes.
         launch_precision = os.environ.get("ACCELERATE_MIXED_PRECISION")
-        deepspeed = os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
-        self.accelerator = accelerator or Accelerator(
-            cpu=not torch.cuda.is_available(),
-            step_scheduler_with_optimizer=False,
-            mixed_precision=None if deepspeed else "no",
-        )
+        self.accelerator = accelerator or _make_accelerator(_deepspeed_launch())
         acc = self.accelerator
         self.strategy = resolve_strategy(cfg.distributed.strategy, acc)
         self.storage_dtype = storage_dtype(cfg.model.dtype)
@@ -223,6 +240,8 @@ class Trainer:
         model.train()
         # the teacher and the reference are copies of the initial policy, made before any sharding; the EMA
         # teacher accumulates a ≈ 1e-4 updates, so it stays fp32; frozen copies may run in compute dtype
+        # under ZeRO-3 the policy was loaded already partitioned, so the copies are loaded the same way
+        zero3 = self.strategy == "deepspeed"
         self.teacher: EMATeacher | None = None
         self.ref_model = None
         if self.method.needs_teacher:
@@ -232,12 +251,14 @@ class Trainer:
                 update_interval=cfg.teacher.update_interval,
                 a_start=cfg.teacher.a_start,
                 a_end=cfg.teacher.a_end,
-                dtype=torch.float32 if cfg.teacher.ema else self.compute_dtype,
+                dtype=None if zero3 else torch.float32 if cfg.teacher.ema else self.compute_dtype,
+                model=self._load_copy() if zero3 else None,
             )
             if cfg.grpo.kl_coef > 0:
                 self.ref_model = self.teacher.model  # the paper: the teacher is also the KL reference
         elif cfg.grpo.kl_coef > 0:
-            self.ref_model = copy.deepcopy(model).to(self.compute_dtype).eval().requires_grad_(False)
+            reference = self._load_copy() if zero3 else copy.deepcopy(model).to(self.compute_dtype)
+            self.ref_model = reference.eval().requires_grad_(False)
 
         if self.strategy == "fsdp2":
             mesh = device_mesh(acc.device)
@@ -249,17 +270,30 @@ class Trainer:
         optimizer = self._optimizer(model)  # after fully_shard: it must hold the sharded parameters
         total_updates = cfg.trainer.total_steps * cfg.grpo.updates_per_step
         warmup = int(cfg.optim.warmup_ratio * total_updates)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, _lr_lambda(cfg.optim.schedule, warmup, total_updates, cfg.optim.min_lr_ratio)
-        )
+        lr_lambda = _lr_lambda(cfg.optim.schedule, warmup, total_updates, cfg.optim.min_lr_ratio)
+        self._micro_batches_plan = None
         if self.strategy == "fsdp2":
             # the sharded model and optimizer are checkpointed with torch.distributed.checkpoint; accelerate
             # keeps the scheduler and the RNG states
             self.model, self.optimizer = model, optimizer
-            self.scheduler = acc.prepare_scheduler(scheduler)
+            self.scheduler = acc.prepare_scheduler(torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda))
+        elif zero3:
+            from corewarding.training.zero3 import micro_batch_setup
+
+            self._micro_batches_plan = micro_batch_setup(
+                acc, self._micro_batches_per_update(), cfg.optim.micro_batch_size
+            )
+            self.model, self.optimizer = acc.prepare(model, optimizer)
+            # ZeRO-3 regroups the parameters into flat fp32 partitions held by the torch optimizer inside its
+            # own (accelerate wrapper → DeepSpeed ZeRO-3 optimizer → torch AdamW): the schedule drives those
+            inner = self.optimizer.optimizer.optimizer
+            self.scheduler = acc.prepare_scheduler(torch.optim.lr_scheduler.LambdaLR(inner, lr_lambda))
         else:
+            scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda)
             self.model, self.optimizer, self.scheduler = acc.prepare(model, optimizer, scheduler)
         self.policy = acc.unwrap_model(self.model)
+        if zero3:
+            self._partition_frozen_models()
         if engine_factory is not None:
             self.engine = engine_factory(self.policy, self.tokenizer)
         else:
@@ -275,6 +309,41 @@ class Trainer:
             )
         self._engine_holds: str | None = None  # "policy" / "teacher" once synced; None when stale
         self.pad_id = self.tokenizer.pad_token_id
+
+    def _load_copy(self):
+        """A second copy of the initial policy from its files (ZeRO-3: partitioned while loading)."""
+        from corewarding.models.loading import load_model_and_tokenizer
+
+        copy_, _ = load_model_and_tokenizer(
+            self.cfg.model.name_or_path, device=self.accelerator.device, dtype=self.storage_dtype
+        )
+        return copy_
+
+    def _partition_frozen_models(self) -> None:
+        """ZeRO-3: the teacher (fp32 slices when it is an EMA) and the reference become frozen engines
+        partitioned like the policy; the modules inside them are what the trainer calls."""
+        from corewarding.training.zero3 import prepare_frozen
+
+        self._frozen_engines = []
+        if self.teacher is not None:
+            engine = prepare_frozen(self.teacher.model, self.accelerator, fp32=self.cfg.teacher.ema)
+            self._frozen_engines.append(engine)
+            shared = self.ref_model is self.teacher.model
+            self.teacher.model = engine.module
+            if shared:
+                self.ref_model = engine.module
+        elif self.ref_model is not None:
+            engine = prepare_frozen(self.ref_model, self.accelerator)
+            self._frozen_engines.append(engine)
+            self.ref_model = engine.module
+
+    def _micro_batches_per_update(self) -> int:
+        """Micro-batches in one optimizer update on each process (the same on every process)."""
+        cfg = self.cfg
+        views = 2 if self.method.needs_rephrased else 1
+        rollouts = cfg.trainer.batch_questions // self.accelerator.num_processes * views * cfg.rollout.n
+        per_update = math.ceil(rollouts / cfg.grpo.updates_per_step)
+        return math.ceil(per_update / cfg.optim.micro_batch_size)
 
     def _optimizer(self, model) -> torch.optim.Optimizer:
         cfg = self.cfg
@@ -342,8 +411,10 @@ class Trainer:
         """
         module = self.policy if role == "policy" else self.teacher.model  # type: ignore[union-attr]
         # the transformers engine samples with the module itself, so a sharded one is gathered for the
-        # block; vLLM holds its own copy and gathers sharded weights one tensor at a time as it syncs
-        gather = full_parameters(module) if self.cfg.rollout.engine == "hf" else contextlib.nullcontext()
+        # block; vLLM holds its own copy and gathers FSDP2 shards one tensor at a time as it syncs (ZeRO-3
+        # partitions can only be gathered through DeepSpeed, for the block)
+        gathered = self.cfg.rollout.engine == "hf" or self.strategy == "deepspeed"
+        gather = full_parameters(module) if gathered else contextlib.nullcontext()
         with gather, self._compute():
             if self._engine_holds != role:
                 self.engine.sync_weights(module)
@@ -439,14 +510,24 @@ class Trainer:
                 idx[i : i + cfg.optim.micro_batch_size]
                 for i in range(0, len(idx), cfg.optim.micro_batch_size)
             ]
+            plan = self._micro_batches_plan
+            if plan is not None and len(mbs) != plan.micro_batches_per_update:
+                raise RuntimeError(
+                    f"{len(mbs)} micro-batches in this update, but DeepSpeed was set up for "
+                    f"{plan.micro_batches_per_update}"
+                )
             for k, mb in enumerate(mbs):
                 last = k == len(mbs) - 1
                 # DDP: all-reduce gradients once, on the last micro-batch (FSDP2 reduce-scatters each one)
                 sync = contextlib.nullcontext() if last or self.strategy != "ddp" else acc.no_sync(self.model)
                 with sync:
                     loss, m = self._micro_batch_loss(mb, rollouts, advantages, old, norm)
-                    # DDP and FSDP average gradients over processes; the loss is already a global mean
-                    acc.backward(loss * acc.num_processes)
+                    # DDP, FSDP and ZeRO-3 average gradients over processes; the loss is a global mean
+                    loss = loss * acc.num_processes
+                    if self._micro_batches_plan is not None:  # ZeRO-3: steps inside the last backward
+                        self._micro_batches_plan.backward(acc, loss, k)
+                    else:
+                        acc.backward(loss)
                 for key, val in m.items():
                     stats.setdefault(key, []).append(val)
             stats.setdefault("grad_norm", []).append(self._clip_gradients())
@@ -518,7 +599,8 @@ class Trainer:
             # the parameters are DTensor shards: torch computes the norm over all of them (a collective)
             norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
             return float(full_tensor(norm))
-        return float(self.accelerator.clip_grad_norm_(self.model.parameters(), max_norm))
+        norm = self.accelerator.clip_grad_norm_(self.model.parameters(), max_norm)
+        return float("nan") if norm is None else float(norm)  # ZeRO-3 clips in its step, reports the norm
 
     # ------------------------------------------------------------------ validation
     def validate(self) -> dict[str, float]:
@@ -677,14 +759,8 @@ class Trainer:
                 release()  # vLLM: give its weights and KV cache back to the update
             upd = self._update(rollouts, advantages, old)
             t_update = time.perf_counter() - t2
-            if self.teacher is not None:
-                # ZeRO-3 partitions the policy differently from the (unsharded) teacher: gather it first
-                gather = (
-                    full_parameters(self.policy) if self.strategy == "deepspeed" else contextlib.nullcontext()
-                )
-                with gather:
-                    if self.teacher.update(self.policy, step + 1, total):
-                        self._weights_changed()
+            if self.teacher is not None and self.teacher.update(self.policy, step + 1, total):
+                self._weights_changed()
             teacher_sets = {id(g.teacher_rollouts): g.teacher_rollouts for g in groups if g.teacher_rollouts}
             n_tokens = sum(r.num_response_tokens for r in rollouts) + sum(
                 t.num_response_tokens for ts in teacher_sets.values() for t in ts
@@ -788,7 +864,11 @@ class Trainer:
         """The teacher's full-precision state dict (gathered on the main process when sharded)."""
         assert self.teacher is not None
         model = self.teacher.model
-        state = full_state_dict(model) if self.strategy == "fsdp2" else model.state_dict()
+        if self.strategy == "fsdp2":
+            state = full_state_dict(model)
+        else:
+            with full_parameters(model):  # ZeRO-3: gathered for the copy; else a no-op
+                state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
         return ckpt.without_tied(model, {k: v.detach().cpu() for k, v in state.items()})
 
     def _sharded_state(self) -> dict[str, Any]:
@@ -826,7 +906,8 @@ class Trainer:
                 set_model_state_dict(self.teacher.model, state["teacher"])
         elif self.teacher is not None:
             teacher = ckpt.load_tensors(state_dir / ckpt.TEACHER_FILE)
-            ckpt.load_matching(self.teacher.model, teacher, str(state_dir / ckpt.TEACHER_FILE))
+            with full_parameters(self.teacher.model, modifier_rank=0):  # ZeRO-3: re-partitioned on exit
+                ckpt.load_matching(self.teacher.model, teacher, str(state_dir / ckpt.TEACHER_FILE))
 
 
 def train(cfg: Config, progress: bool = True) -> TrainResult:
