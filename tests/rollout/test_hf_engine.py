@@ -187,3 +187,26 @@ def test_builtin_tiny_qwen3_is_built_once_and_cached(tmp_path, monkeypatch, shar
     )
     assert [r.prompt_index for r in out] == [0, 0]
     assert resolve_model_path("/some/local/dir") == "/some/local/dir"  # other names pass through
+
+
+def test_shared_prompt_prefill_samples_the_same_tokens(tiny, prompts, monkeypatch):
+    """Each distinct prompt is prefilled once for its n rollouts; the sampled tokens must not change."""
+    engine = _engine(tiny, batch_size=64)
+    calls = []
+    shared = engine._shared_prompt_cache
+
+    def counting(input_ids, attention):
+        cache = shared(input_ids, attention)
+        calls.append(cache is not None)
+        return cache
+
+    sampling = SamplingParams(temperature=1.0, max_new_tokens=16, seed=3)
+    monkeypatch.setattr(engine, "_shared_prompt_cache", counting)
+    with_sharing = engine.generate(prompts, 4, sampling)
+    assert calls and all(calls), "the shared prefill was not used"
+    monkeypatch.setattr(engine, "_shared_prompt_cache", lambda *args: None)
+    without = engine.generate(prompts, 4, sampling)
+    assert [r.response_ids for r in with_sharing] == [r.response_ids for r in without]
+    assert [r.truncated for r in with_sharing] == [r.truncated for r in without]
+    # one rollout per prompt: nothing to share, generate prefills as usual
+    assert shared(torch.tensor([[1, 2, 3], [4, 5, 6]]), torch.ones(2, 3, dtype=torch.long)) is None

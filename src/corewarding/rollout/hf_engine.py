@@ -8,6 +8,7 @@ samples from the updated weights.
 from __future__ import annotations
 
 import contextlib
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -117,6 +118,45 @@ class HFRolloutEngine:
             if was_training:
                 self.model.train()
 
+    @torch.no_grad()
+    def _shared_prompt_cache(self, input_ids: torch.Tensor, attention: torch.Tensor):
+        """The KV cache of every prompt but its last token, computed once per distinct prompt, or None.
+
+        A question's ``n`` rollouts share its prompt, so ``generate`` would run the same prefill ``n``
+        times. Instead each distinct (left-padded) prompt is run once and its keys and values are copied to
+        its rows; ``generate`` then only feeds the last prompt token. Positions follow ``generate``'s own
+        rule (``cumsum - 1``, padding at 1), so the tokens sampled are the same as without sharing. Only a
+        plain per-layer key/value cache can be expanded this way: other caches (sliding windows, hybrid
+        or recurrent layers) return None and ``generate`` prefills as usual.
+        """
+        distinct, rows = torch.unique(input_ids, dim=0, return_inverse=True)
+        if len(distinct) == len(input_ids) or input_ids.shape[1] < 2:
+            return None
+        mask = torch.zeros_like(distinct, dtype=attention.dtype)
+        mask[rows] = attention
+        positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 1)
+        out = self.model(
+            input_ids=distinct[:, :-1],
+            attention_mask=mask[:, :-1],
+            position_ids=positions[:, :-1],
+            use_cache=True,
+            logits_to_keep=1,
+        )
+        cache = out.past_key_values
+        layers = getattr(cache, "layers", None)
+        if type(cache).__name__ != "DynamicCache" or not layers:
+            return None
+        for layer in layers:
+            keys, values = getattr(layer, "keys", None), getattr(layer, "values", None)
+            if not (isinstance(keys, torch.Tensor) and isinstance(values, torch.Tensor)):
+                return None
+            if keys.shape[0] != len(distinct):
+                return None
+        for layer in layers:
+            layer.keys = layer.keys.index_select(0, rows)
+            layer.values = layer.values.index_select(0, rows)
+        return cache
+
     def _generate_batch(self, jobs: list[tuple[int, list[int]]], sampling: SamplingParams) -> list[Rollout]:
         width = max(len(ids) for _, ids in jobs)
         input_ids = torch.full((len(jobs), width), self.pad_token_id, dtype=torch.long)
@@ -151,9 +191,16 @@ class HFRolloutEngine:
                 eta_cutoff=0.0,
             )
         device = self.device
-        sequences = self.model.generate(
-            input_ids=input_ids.to(device), attention_mask=attention.to(device), **kwargs
-        )
+        input_ids, attention = input_ids.to(device), attention.to(device)
+        cache = self._shared_prompt_cache(input_ids, attention)
+        with warnings.catch_warnings():
+            if cache is not None:
+                # the name every transformers 5 accepts; recent ones also take ``cache=`` and warn here
+                kwargs["past_key_values"] = cache
+                warnings.filterwarnings(
+                    "ignore", message=".*past_key_values.*deprecated", category=FutureWarning
+                )
+            sequences = self.model.generate(input_ids=input_ids, attention_mask=attention, **kwargs)
         generated = sequences[:, width:].tolist()
         eos = set(self.eos_token_ids)
         rollouts = []
