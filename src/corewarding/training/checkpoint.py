@@ -105,10 +105,6 @@ def write_state_json(state_dir: Path, step: int, extra: dict[str, Any]) -> None:
     (state_dir / "state.json").write_text(json.dumps({"step": step, **extra}, indent=2))
 
 
-def read_state_json(state_dir: Path) -> dict[str, Any]:
-    return json.loads((state_dir / "state.json").read_text())
-
-
 def publish(run_dir: Path, step: int, keep: int) -> Path:
     """Mark the staged checkpoint complete, rename it into place, prune all but the newest ``keep``."""
     tmp, final = staging_dir(run_dir, step), run_dir / f"checkpoint-{step}"
@@ -133,17 +129,6 @@ def load_tensors(path: Path) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 
     return load_file(str(path))
-
-
-def load_weights_into(model, directory: Path) -> None:
-    """Copy weights saved with ``save_pretrained`` in ``directory`` into ``model`` (same architecture)."""
-    files = sorted(directory.glob("*.safetensors"))
-    if not files:
-        raise FileNotFoundError(f"no safetensors weights in {directory}")
-    state: dict[str, torch.Tensor] = {}
-    for f in files:
-        state.update(load_tensors(f))
-    load_matching(model, state, str(directory))
 
 
 def load_matching(model, state: dict[str, torch.Tensor], source: str) -> None:
