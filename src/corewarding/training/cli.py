@@ -47,7 +47,9 @@ def _exit_now_under_cpu_deepspeed() -> None:
 
     import torch
 
-    if os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true" and not torch.cuda.is_available():
+    from corewarding.training.sharding import deepspeed_launch
+
+    if deepspeed_launch() and not torch.cuda.is_available():
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(0)

@@ -76,6 +76,11 @@ def launch_reshard_after_forward(default: bool) -> bool:
     return value.strip().lower() in ("1", "true", "yes", "full_shard")
 
 
+def deepspeed_launch() -> bool:
+    """True under an ``accelerate launch`` whose config asks for DeepSpeed."""
+    return _env_flag("ACCELERATE_USE_DEEPSPEED")
+
+
 def _env_flag(name: str) -> bool:
     return os.environ.get(name, "false").strip().lower() in ("1", "true", "yes")
 

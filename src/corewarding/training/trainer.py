@@ -47,6 +47,7 @@ from corewarding.training.precision import autocast, compute_dtype, storage_dtyp
 from corewarding.training.run_log import RunLogger, truncate_metrics
 from corewarding.training.sampler import StepSampler
 from corewarding.training.sharding import (
+    deepspeed_launch,
     device_mesh,
     full_parameters,
     full_state_dict,
@@ -105,10 +106,6 @@ def _quiet(logger_name: str) -> Iterator[None]:
         logger.setLevel(old)
 
 
-def _deepspeed_launch() -> bool:
-    return os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
-
-
 def _make_accelerator(deepspeed: bool):
     """accelerate's processes and devices, with the precision left to the trainer (see ``__init__``).
 
@@ -156,7 +153,7 @@ class Trainer:
         # which needs it in its own config. Without a GPU, cpu=True is what lets accelerate run several CPU
         # processes over gloo; the scheduler steps once per optimizer step whatever the number of processes.
         launch_precision = os.environ.get("ACCELERATE_MIXED_PRECISION")
-        self.accelerator = accelerator or _make_accelerator(_deepspeed_launch())
+        self.accelerator = accelerator or _make_accelerator(deepspeed_launch())
         acc = self.accelerator
         self.strategy = resolve_strategy(cfg.distributed.strategy, acc)
         self.storage_dtype = storage_dtype(cfg.model.dtype)
@@ -869,7 +866,7 @@ class Trainer:
         else:
             with full_parameters(model):  # ZeRO-3: gathered for the copy; else a no-op
                 state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
-        return ckpt.without_tied(model, {k: v.detach().cpu() for k, v in state.items()})
+        return ckpt.without_tied(model, state)
 
     def _sharded_state(self) -> dict[str, Any]:
         """What torch.distributed.checkpoint saves and loads under FSDP2: this process's shards."""
