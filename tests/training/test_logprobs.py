@@ -37,3 +37,47 @@ def test_batched_logprobs_match_unpadded_forward():
         torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
     assert out.entropy is not None and out.entropy.shape == out.logprobs.shape
     assert (out.entropy[batch.response_mask.bool()] > 0).all()
+
+
+def _grpo_like_rollouts(generator: torch.Generator) -> list[Rollout]:
+    """Three prompts of different lengths, each with responses of unequal lengths (one empty)."""
+    rollouts = []
+    for lp in (4, 11, 7):
+        prompt = torch.randint(5, 900, (lp,), generator=generator).tolist()
+        for lr in (6, 1, 9, 0, 3):
+            response = torch.randint(5, 900, (lr,), generator=generator).tolist()
+            rollouts.append(Rollout(prompt_ids=prompt, response_ids=response, text=""))
+    return rollouts
+
+
+def test_shared_prompt_forward_gives_the_full_forwards_logprobs_stats_and_gradients():
+    """Each distinct prompt run once (its K/V shared by its responses) is the same computation."""
+    model = AutoModelForCausalLM.from_pretrained(resolve_model_path("builtin:tiny-qwen3")).float()
+    rollouts = _grpo_like_rollouts(torch.Generator().manual_seed(1))
+    batch = pack(rollouts, pad_token_id=0)
+    assert batch.num_prompts == 3 and batch.prompt_index.tolist() == [0] * 5 + [1] * 5 + [2] * 5
+    results = {}
+    for share in (False, True):
+        model.zero_grad(set_to_none=True)
+        out = response_forward(
+            model, batch, temperature=0.7, with_stats=True, chunk_size=4, share_prompts=share
+        )
+        weights = torch.linspace(-1, 1, out.logprobs.numel()).view_as(out.logprobs)
+        (out.logprobs * batch.response_mask * weights).sum().backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        results[share] = (out, grads)
+    (full, full_grads), (shared, shared_grads) = results[False], results[True]
+    mask = batch.response_mask.bool()
+    torch.testing.assert_close(shared.logprobs[mask], full.logprobs[mask], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(shared.entropy[mask], full.entropy[mask], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(shared.self_certainty[mask], full.self_certainty[mask], atol=1e-5, rtol=1e-5)
+    assert shared_grads.keys() == full_grads.keys() and len(full_grads) > 10
+    for name, g in full_grads.items():
+        torch.testing.assert_close(shared_grads[name], g, atol=1e-5, rtol=1e-4, msg=name)
+    # and both are each sequence run alone
+    for i, r in enumerate(rollouts):
+        if r.response_ids:
+            expected = _alone(model, r, 0.7).detach()
+            torch.testing.assert_close(
+                shared.logprobs[i, : len(r.response_ids)].detach(), expected, atol=1e-5, rtol=1e-5
+            )

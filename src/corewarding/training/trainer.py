@@ -229,11 +229,15 @@ class Trainer:
             cfg.model.name_or_path, device=acc.device, dtype=self.storage_dtype
         )
         self.items = self._filter_long_prompts(self.items)
-        if cfg.model.gradient_checkpointing or (
+        checkpointing = cfg.model.gradient_checkpointing or (
             self.strategy == "fsdp2" and launch_activation_checkpointing()
-        ):
+        )
+        if checkpointing:
             model.gradient_checkpointing_enable()
             model.config.use_cache = False
+        # teacher-forced passes run each distinct prompt once and share its KV cache with its G responses;
+        # gradient checkpointing keeps no cache in training, so it runs whole sequences
+        self._share_prompts = not checkpointing
         model.train()
         # the teacher and the reference are copies of the initial policy, made before any sharding; the EMA
         # teacher accumulates a ≈ 1e-4 updates, so it stays fp32; frozen copies may run in compute dtype
@@ -470,7 +474,9 @@ class Trainer:
         for mb in self._micro_batches(rollouts):
             batch = pack([rollouts[i] for i in mb], self.pad_id).to(self.accelerator.device)
             with self._compute():
-                fo = response_forward(model, batch, temperature=temp, with_stats=with_stats)
+                fo = response_forward(
+                    model, batch, temperature=temp, with_stats=with_stats, share_prompts=self._share_prompts
+                )
             for row, i in enumerate(mb):
                 n = int(batch.response_mask[row].sum().item())
                 out[i]["logprobs"] = fo.logprobs[row, :n].float().cpu()
@@ -549,12 +555,18 @@ class Trainer:
         temperature = cfg.rollout.temperature
         with self._compute():
             fo = response_forward(
-                self.model, batch, temperature=temperature, with_stats=not self.method.needs_token_stats
+                self.model,
+                batch,
+                temperature=temperature,
+                with_stats=not self.method.needs_token_stats,
+                share_prompts=self._share_prompts,
             )
             ref_lp = None
             if self.ref_model is not None:
                 with torch.no_grad():
-                    ref_lp = response_forward(self.ref_model, batch, temperature=temperature).logprobs
+                    ref_lp = response_forward(
+                        self.ref_model, batch, temperature=temperature, share_prompts=self._share_prompts
+                    ).logprobs
         if old is not None:
             old_lp = self._padded([old[i]["logprobs"] for i in mb], fo.logprobs)
         else:
