@@ -14,10 +14,12 @@ from typing import Any
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from corewarding.answers.extraction import EXTRACTIONS
 from corewarding.data.question import SYSTEM_PROMPT
 from corewarding.errors import ConfigError
 
 METHODS = ("gt", "majority_vote", "self_certainty", "entropy", "co_rewarding_i", "co_rewarding_ii")
+GT_GRADERS = ("math_verify", "string")  # the same as corewarding.rewards.matching.GT_GRADERS
 STRATEGIES = ("auto", "none", "ddp", "fsdp2", "deepspeed")
 DTYPE_NAMES = ("auto", "float32", "fp32", "bfloat16", "bf16", "float16", "fp16")
 
@@ -49,7 +51,17 @@ class DataConfig:
 
 @dataclass
 class RewardConfig:
-    exact_vote: bool = False  # the paper's exact-string voting instead of equivalence classes
+    """How rollouts are read and rewarded. The defaults are the project's (improved) rules; the paper's
+    released code is reproduced by ``extraction=boxed exact_vote=true gt_grader=string`` (configs/paper/).
+    Each method takes the options it uses (see ``corewarding.rewards``)."""
+
+    # lenient: last box, else "#### X", else "The answer is X"; boxed: the paper's last-\boxed{}-only rule
+    # (no box, no answer: it neither votes nor earns reward)
+    extraction: str = "lenient"
+    exact_vote: bool = False  # the paper's exact-string voting and matching instead of equivalence classes
+    # gt baseline: math_verify = equivalence with the gold; string = the paper's Hendrycks-style normalised
+    # exact match (corewarding.answers.hendrycks)
+    gt_grader: str = "math_verify"
 
 
 @dataclass
@@ -244,6 +256,10 @@ def validate_config(cfg: Config) -> None:
     if needs_rephrased and not cfg.data.train_rephrased:
         why = "co_rewarding_i" if cfg.method == "co_rewarding_i" else "the rephrased view"
         raise ConfigError(f"{why} needs rephrased data: set data.train_rephrased to the rephrased file")
+    if cfg.reward.extraction not in EXTRACTIONS:
+        bad("reward.extraction", cfg.reward.extraction, " or ".join(EXTRACTIONS))
+    if cfg.reward.gt_grader not in GT_GRADERS:
+        bad("reward.gt_grader", cfg.reward.gt_grader, " or ".join(GT_GRADERS))
     if cfg.grpo.loss_agg not in ("token-mean", "seq-mean-token-mean"):
         bad("grpo.loss_agg", cfg.grpo.loss_agg, "token-mean or seq-mean-token-mean")
     if cfg.optim.schedule not in ("cosine", "constant"):

@@ -1,4 +1,5 @@
-"""extract_answer: last box with nested braces, fallbacks in order, None when nothing, linear and safe."""
+"""extract_answer: last box with nested braces, fallbacks in order, None when nothing, linear and safe; and
+the paper's boxed-only mode beside the lenient one."""
 
 from __future__ import annotations
 
@@ -71,6 +72,33 @@ def test_nothing_found(text: str) -> None:
     assert extract_answer(text) is None
 
 
+@pytest.mark.parametrize(
+    ("text", "lenient", "boxed"),
+    [
+        ("so $\\boxed{42}$.", "42", "42"),
+        ("\\boxed{\\boxed{5}}", "5", "5"),
+        ("$\\boxed 7$", "7", "7"),
+        ("\\boxed{ 7 }", "7", " 7 "),  # the paper compares raw strings
+        ("\\fbox{7}", "7", None),  # the paper's remove_boxed rejects \fbox
+        ("#### 5", "5", None),  # no fallback in the paper's rule
+        ("The answer is 5.", "5", None),
+        ("\\boxed{3} and later \\boxed{", "3", None),  # only the last box counts, and it never closes
+        ("\\boxed 3$ then \\boxed{4}", "4", "3"),  # the paper's space form wins wherever it is
+        ("\\boxed{}", None, None),
+        ("\\boxed{  }", None, None),
+        ("no answer", None, None),
+    ],
+)
+def test_lenient_and_boxed_modes(text: str, lenient: str | None, boxed: str | None) -> None:
+    assert extract_answer(text) == extract_answer(text, "lenient") == lenient
+    assert extract_answer(text, "boxed") == boxed
+
+
+def test_unknown_mode_is_an_error() -> None:
+    with pytest.raises(ValueError, match="extraction='strict'"):
+        extract_answer("\\boxed{1}", "strict")
+
+
 def test_non_strings_are_no_answer() -> None:
     assert extract_answer(None) is None  # type: ignore[arg-type]
     assert extract_answer(b"\\boxed{1}") is None  # type: ignore[arg-type]
@@ -91,6 +119,7 @@ def test_hostile_inputs_are_fast_and_safe() -> None:
         "surrogates": ("\ud800\\boxed{\udfff}", "\udfff"),
     }
     for name, (text, expected) in cases.items():
+        extract_answer(text, "boxed")  # the paper's rule must be as quick (checked below with the default)
         start = time.perf_counter()
         got = extract_answer(text)
         elapsed = time.perf_counter() - start

@@ -28,9 +28,13 @@ def test_none_and_blank_answers_do_not_vote() -> None:
     assert vote([None, None], exact=True) == (None, 0)
 
 
-def test_exact_mode_trims_whitespace_only() -> None:
+def test_exact_mode_compares_the_strings_as_given() -> None:
+    # the paper's Counter(answers).most_common(1): " 5" is not "5" (lenient extraction trims answers before
+    # they vote; the paper's boxed extraction does not)
     assert vote(["5", " 5", "5.0", "5.0", "5.0"], exact=True) == ("5.0", 3)
-    assert vote(["5", " 5", "5.0"], exact=True) == ("5", 2)
+    assert vote(["5", " 5", "5.0"], exact=True) == ("5", 1)
+    assert vote([" 5", "5", "5"], exact=True) == ("5", 2)
+    assert vote(["  ", "", None, "\n\t "], exact=True) == (None, 0)  # blank strings do not vote
 
 
 def test_batch_vote_matches_single_votes() -> None:

@@ -1,4 +1,4 @@
-"""last_boxed: the verbatim content of a solution's last top-level box (gold extraction for MATH-500)."""
+"""last_boxed: the verbatim content of a solution's last box (gold extraction for MATH-500)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from corewarding.data import last_boxed
         (r"$\boxed{\frac{1}{2}}$", r"\frac{1}{2}"),
         (r"first \boxed{1}, finally \boxed{\{1, 2\}}", r"\{1, 2\}"),
         (r"$\boxed{15\frac{39}{40}},$ or $\boxed{\frac{639}{40}}$ inches", r"\frac{639}{40}"),
-        (r"\boxed{\boxed{2}}", r"\boxed{2}"),
+        (r"\boxed{\boxed{2}}", "2"),  # the latest-opened box, as answer extraction and the paper read it
         (r"answer: \fbox{x^2}", "x^2"),
         (r"so $\boxed 7$", "7"),
         (r"\boxed{ 3, 4 }", " 3, 4 "),

@@ -95,10 +95,10 @@ def test_teacher_metrics():
 def test_extraction_errors_cost_only_that_rollout(monkeypatch, caplog):
     real = matching.extract_answer
 
-    def flaky(text: str):
+    def flaky(text: str, extraction: str = "lenient"):
         if "7" in text:
             raise RecursionError("pathological nesting")
-        return real(text)
+        return real(text, extraction)
 
     monkeypatch.setattr(matching, "extract_answer", flaky)
     g = group(["7", "5", "5"], gold="5")

@@ -12,12 +12,13 @@ from corewarding.answers.equivalence import (
     is_equivalent,
     normalize,
 )
-from corewarding.answers.extraction import extract_answer, reference_answer
+from corewarding.answers.extraction import EXTRACTIONS, extract_answer, reference_answer
 from corewarding.answers.pool import PoolStats, TimeoutPool, get_pool, shutdown_pool
 from corewarding.answers.voting import batch_vote, vote
 
 __all__ = [
     "DEFAULT_TIMEOUT_S",
+    "EXTRACTIONS",
     "MAX_ANSWER_CHARS",
     "PoolStats",
     "TimeoutPool",

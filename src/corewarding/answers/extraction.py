@@ -2,45 +2,55 @@
 
 Rewards, evaluation and grading all need the same rule, and it runs on untrusted model output, so it
 must never raise and must stay linear in the input: a policy under RL will happily emit 200 kB of braces
-or thousands of nested ``\\boxed{``. Brace matching is therefore one left-to-right scan over the
-interesting tokens only (backslash-escapes, braces, box commands), never a backtracking regex.
+or thousands of nested ``\\boxed{``. Boxes are parsed by the project's one box parser,
+``corewarding.data.boxed`` (one left-to-right scan, never a backtracking regex).
 
-Order of preference:
+Two extraction modes (``reward.extraction`` in a training config):
+
+``lenient`` (the default), in order of preference:
 
 1. the last complete ``\\boxed{...}`` / ``\\fbox{...}`` (latest opening wins, so the inner box of
    ``\\boxed{\\boxed{5}}`` is the answer; ``\\boxed 5`` without braces counts too; an unclosed or empty
    box is not an answer);
 2. GSM8K's ``#### 42`` (the last one);
 3. "The answer is X" / "Final answer: X" (the last one, up to the end of its line).
+
+``boxed``: the Co-rewarding paper's rule, exactly (``corewarding.data.boxed.paper_last_boxed``): the
+last ``\\boxed{}`` only, no fallback, the content verbatim (not stripped: the paper votes and matches
+raw strings). No box, or a blank one, is no answer.
 """
 
 from __future__ import annotations
 
 import re
 
-# Tokens that matter for brace matching. Order matters: an escaped backslash ("\\", a LaTeX line break)
-# must be consumed first so that "\\{" reads as line break + brace, and "\{" / "\}" are literal braces
-# that never open or close a group.
-_TOKEN = re.compile(r"\\\\|\\[{}]|\\(?:boxed|fbox)(?![A-Za-z])|[{}]")
-_SPACE = re.compile(r"\s*")
-_NONSPACE = re.compile(r"\S")
-# Argument of the brace-less form "\boxed 5": one whitespace-delimited token, stopping at "$".
-_BARE_ARG = re.compile(r"[^\s$]+")
+from corewarding.data.boxed import braces_balanced, last_box, paper_last_boxed
+
+EXTRACTIONS = ("lenient", "boxed")
+
 # "The answer is: X", "The final answer is $X$", "Final Answer: X", "**Final Answer:** X": the word
 # "answer" followed by "is" or a colon (so prose like "the answer, we see" does not count). No nested
 # quantifiers, so matching is linear; the capture is the rest of the line, cleaned afterwards.
 _ANSWER_IS = re.compile(r"\banswer(?:\*\*)?\s*(?:is\b\s*:?|:)(?:\*\*)?[ \t]*", re.IGNORECASE)
 _STRIP_CHARS = " \t\r\n*"
 
+__all__ = ["EXTRACTIONS", "braces_balanced", "extract_answer", "reference_answer"]
 
-def extract_answer(text: str) -> str | None:
-    """The final answer in ``text``, or ``None`` when it states none.
 
-    Never raises: anything that is not a ``str`` gives ``None``. Runs in time linear in ``len(text)``.
+def extract_answer(text: str, extraction: str = "lenient") -> str | None:
+    """The final answer in ``text`` under ``extraction`` (``lenient`` or ``boxed``), or ``None``.
+
+    Never raises on any ``text`` (anything that is not a ``str`` gives ``None``); an unknown
+    ``extraction`` is a ``ValueError``. Runs in time linear in ``len(text)``.
     """
+    if extraction not in EXTRACTIONS:
+        raise ValueError(f"extraction={extraction!r}: expected one of {', '.join(EXTRACTIONS)}")
     if not isinstance(text, str) or not text:
         return None
     try:
+        if extraction == "boxed":
+            answer = paper_last_boxed(text)
+            return answer if answer and not answer.isspace() else None
         boxed = _last_box(text)
         if boxed is not None:
             return boxed
@@ -61,42 +71,9 @@ def reference_answer(text: str) -> str:
 
 
 def _last_box(text: str) -> str | None:
-    """Content of the complete box with the latest opening, or ``None``."""
-    stack: list[tuple[int, int] | None] = []  # per open brace: (box start, content start) or None
-    expect_brace_at = -1  # position of the "{" that opens the argument of the last box command
-    expect_box_start = -1
-    best: tuple[int, int, int] | None = None  # (box start, content start, content end)
-    n = len(text)
-    for match in _TOKEN.finditer(text):
-        token = match.group()
-        start = match.start()
-        if token == "{":
-            if start == expect_brace_at:
-                stack.append((expect_box_start, start + 1))
-            else:
-                stack.append(None)
-        elif token == "}":
-            if not stack:
-                continue
-            opener = stack.pop()
-            if opener is None:
-                continue
-            box_start, content_start = opener
-            if (best is None or box_start > best[0]) and _NONSPACE.search(text, content_start, start):
-                best = (box_start, content_start, start)
-        elif token[1] in "bf":  # \boxed or \fbox
-            after = _SPACE.match(text, match.end()).end()
-            if after < n and text[after] == "{":
-                expect_brace_at, expect_box_start = after, start
-            elif after > match.end() and after < n:
-                bare = _BARE_ARG.match(text, after)
-                if bare is not None and (best is None or start > best[0]):
-                    best = (start, bare.start(), bare.end())
-        # "\\", "\{" and "\}" are skipped: they neither open nor close a group.
-    if best is None:
-        return None
-    content = text[best[1] : best[2]].strip()
-    return content or None
+    """Stripped content of the complete, non-blank box with the latest opening, or ``None``."""
+    box = last_box(text, nonblank=True)
+    return None if box is None else box.content(text).strip()
 
 
 def _after_hashes(text: str) -> str | None:
@@ -139,17 +116,3 @@ def _clean_tail(raw: str) -> str | None:
     if not answer or not braces_balanced(answer):
         return None
     return answer
-
-
-def braces_balanced(text: str) -> bool:
-    """Whether every unescaped ``{`` in ``text`` is closed, in order (escaped ``\\{`` ``\\}`` ignored)."""
-    depth = 0
-    for match in _TOKEN.finditer(text):
-        token = match.group()
-        if token == "{":
-            depth += 1
-        elif token == "}":
-            depth -= 1
-            if depth < 0:
-                return False
-    return depth == 0

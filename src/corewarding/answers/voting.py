@@ -1,11 +1,11 @@
 """Majority vote over sampled answers, where equivalent answers are one candidate.
 
-Co-rewarding's pseudo-labels are majority answers. Voting by exact string (the paper's rule) splits
-``\\frac12``, ``0.5`` and ``1/2`` into three weak candidates; voting by equivalence merges them. Classes
-are built greedily in first-seen order: each answer joins the first class whose representative (its
-first-seen member) it is equivalent to, else it founds a new class. That is deterministic and needs only
-answer-vs-representative comparisons, which ``batch_vote`` runs in rounds, one round for all groups at
-once, so the worker pool sees a whole training step's comparisons together.
+Co-rewarding's pseudo-labels are majority answers. Voting by exact string (``exact``, the paper's rule)
+splits ``\\frac12``, ``0.5`` and ``1/2`` into three weak candidates; voting by equivalence merges them.
+Classes are built greedily in first-seen order: each answer joins the first class whose representative
+(its first-seen member) it is equivalent to, else it founds a new class. That is deterministic and needs
+only answer-vs-representative comparisons, which ``batch_vote`` runs in rounds, one round for all groups
+at once, so the worker pool sees a whole training step's comparisons together.
 """
 
 from __future__ import annotations
@@ -38,9 +38,11 @@ def vote(
 ) -> tuple[str | None, int]:
     """The majority answer of ``answers`` and its vote count; ``(None, 0)`` when nobody answered.
 
-    ``None`` (and blank) answers do not vote. With ``exact`` answers are compared as strings (after
-    trimming whitespace), otherwise by mathematical equivalence. The returned string is the winning
-    class's first-seen member as written; ties go to the class seen first.
+    ``None`` (and blank) answers do not vote. With ``exact`` answers are compared as the strings given,
+    whitespace included (the paper's ``Counter(answers).most_common(1)``: the extraction decides what the
+    strings are, and the lenient extraction already trims them); otherwise by mathematical equivalence.
+    The returned string is the winning class's first-seen member as written; ties go to the class seen
+    first.
     """
     return batch_vote([answers], exact=exact, timeout=timeout)[0]
 
@@ -87,9 +89,14 @@ def _tally(answers: Sequence[str | None], exact: bool) -> _Group:
     for answer in answers:
         if not isinstance(answer, str):
             continue
-        key = answer.strip() if exact else normalize(answer)
-        if not key:
-            continue
+        if exact:
+            if not answer or answer.isspace():
+                continue
+            key = answer
+        else:
+            key = normalize(answer)
+            if not key:
+                continue
         if key not in state.counts:
             state.firsts[key] = answer
             state.counts[key] = 0

@@ -25,7 +25,9 @@ class RolloutGroup:
     ``question.gold`` may be present (for metrics and the ``gt`` baseline) but a self-supervised method must
     never read it. ``pair_id`` is shared by the two views of one question; for single-view training it is
     ``question.id``. ``answers`` / ``teacher_answers`` are filled by the pipeline (``fill_answers``) with the
-    extracted final answer of each rollout, ``None`` where a rollout has none.
+    extracted final answer of each rollout, ``None`` where a rollout has none; ``answers_extraction`` records
+    the extraction mode they were read with (``None`` when they were set by hand), so a method configured
+    for another mode never scores them by mistake.
     """
 
     question: Question
@@ -35,6 +37,7 @@ class RolloutGroup:
     teacher_rollouts: list[Rollout] | None = None
     answers: list[str | None] = field(default_factory=list)
     teacher_answers: list[str | None] | None = None
+    answers_extraction: str | None = None
 
     @property
     def size(self) -> int:
@@ -60,8 +63,9 @@ class RewardMethod(ABC):
     """One rewarding method. Subclasses set the class flags and implement ``score``.
 
     ``option_defaults`` declares the keyword options a method accepts (with their defaults and, through the
-    default's type, their expected type); ``get_reward_method`` rejects anything else, so a misspelled option
-    in a config fails at start-up instead of silently doing nothing.
+    default's type, their expected type); ``option_choices`` restricts string options to a set of values;
+    ``get_reward_method`` rejects anything else, so a misspelled option in a config fails at start-up instead
+    of silently doing nothing.
     """
 
     name: ClassVar[str]
@@ -70,6 +74,7 @@ class RewardMethod(ABC):
     needs_token_stats: ClassVar[bool] = False
     uses_pseudo_labels: ClassVar[bool] = False
     option_defaults: ClassVar[dict[str, Any]] = {}
+    option_choices: ClassVar[dict[str, tuple[str, ...]]] = {}
 
     def __init__(self, **options: Any) -> None:
         unknown = sorted(set(options) - set(self.option_defaults))
@@ -89,6 +94,11 @@ class RewardMethod(ABC):
                 raise ConfigError(
                     f"reward method {self.name!r}: option {key}={value!r} has type {type(value).__name__}, "
                     f"expected {expected.__name__}"
+                )
+            choices = self.option_choices.get(key)
+            if choices is not None and value not in choices:
+                raise ConfigError(
+                    f"reward method {self.name!r}: option {key}={value!r}; expected one of {', '.join(choices)}"
                 )
             setattr(self, key, value)
         self.options: dict[str, Any] = values
@@ -128,9 +138,18 @@ def get_reward_method(name: str, **options: Any) -> RewardMethod:
     return cls(**options)
 
 
-def check_answers_filled(groups: list[RolloutGroup], method: str, teacher: bool = False) -> None:
-    """Fail clearly when a method is handed groups whose answers were never extracted."""
+def check_answers_filled(
+    groups: list[RolloutGroup], method: str, teacher: bool = False, extraction: str | None = None
+) -> None:
+    """Fail clearly when a method is handed groups whose answers were never extracted, or were extracted
+    under another ``extraction`` mode than the method's."""
     for g in groups:
+        if extraction is not None and g.answers_extraction not in (None, extraction):
+            raise ValueError(
+                f"{method}: group {g.question.id!r} ({g.view}) holds answers extracted with "
+                f"extraction={g.answers_extraction!r} but the method reads answers with extraction={extraction!r}; "
+                f"call corewarding.rewards.fill_answers(groups, extraction={extraction!r}) (or score_step)"
+            )
         if len(g.answers) != len(g.rollouts):
             raise ValueError(
                 f"{method}: group {g.question.id!r} ({g.view}) has {len(g.rollouts)} rollouts but "

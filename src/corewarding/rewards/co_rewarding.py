@@ -20,7 +20,13 @@ from corewarding.rewards.base import (
     check_answers_filled,
     register,
 )
-from corewarding.rewards.voting import elect_labels, reward_agreement, vote_share
+from corewarding.rewards.voting import (
+    VOTING_CHOICES,
+    VOTING_OPTIONS,
+    elect_labels,
+    reward_agreement,
+    vote_share,
+)
 
 
 def twin_indices(groups: list[RolloutGroup], method: str) -> list[int]:
@@ -63,11 +69,13 @@ class CoRewardingI(RewardMethod):
     name = "co_rewarding_i"
     needs_rephrased = True
     uses_pseudo_labels = True
-    option_defaults: ClassVar[dict[str, Any]] = {"exact_vote": False}
+    option_defaults: ClassVar[dict[str, Any]] = VOTING_OPTIONS
+    option_choices: ClassVar[dict[str, tuple[str, ...]]] = VOTING_CHOICES
     exact_vote: bool
+    extraction: str
 
     def score(self, groups: list[RolloutGroup]) -> RewardOutput:
-        check_answers_filled(groups, self.name)
+        check_answers_filled(groups, self.name, extraction=self.extraction)
         twins = twin_indices(groups, self.name)
         own_labels, own_counts = elect_labels([g.answers for g in groups], exact=self.exact_vote)
         labels = [own_labels[twins[i]] for i in range(len(groups))]
@@ -95,11 +103,13 @@ class CoRewardingII(RewardMethod):
     name = "co_rewarding_ii"
     needs_teacher = True
     uses_pseudo_labels = True
-    option_defaults: ClassVar[dict[str, Any]] = {"exact_vote": False}
+    option_defaults: ClassVar[dict[str, Any]] = VOTING_OPTIONS
+    option_choices: ClassVar[dict[str, tuple[str, ...]]] = VOTING_CHOICES
     exact_vote: bool
+    extraction: str
 
     def score(self, groups: list[RolloutGroup]) -> RewardOutput:
-        check_answers_filled(groups, self.name, teacher=True)
+        check_answers_filled(groups, self.name, teacher=True, extraction=self.extraction)
         teacher_answers = [list(g.teacher_answers or []) for g in groups]
         labels, counts = elect_labels(teacher_answers, exact=self.exact_vote)
         rewards, agreement, _ = reward_agreement([g.answers for g in groups], labels, exact=self.exact_vote)

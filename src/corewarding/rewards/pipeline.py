@@ -68,9 +68,13 @@ def score_step(method: RewardMethod, groups: list[RolloutGroup], timeout: float 
     ``rollout/answer_frac``, ``rollout/accuracy`` (when any gold is present), and for methods with
     pseudo-labels ``pseudo_label/accuracy`` (over groups with gold), ``pseudo_label/empty_frac``,
     ``pseudo_label/agreement``; ``teacher/answer_frac`` and ``teacher/accuracy`` when teacher rollouts are
-    present; plus whatever the method reports.
+    present; plus whatever the method reports. Gold-side metrics always grade by math-verify equivalence,
+    whatever the method's own grader, so runs under different reward modes (the paper's string rules or
+    the improved ones) are measured alike.
     """
-    fill_answers(groups)
+    # answers are read the way the method reads them (its ``extraction`` option; lenient for methods that
+    # read no answers), so the metrics below grade what the reward saw
+    fill_answers(groups, extraction=getattr(method, "extraction", "lenient"))
     out = method.score(groups)
     _validate(method, groups, out)
     rewards = [[float(r) for r in row] for row in out.rewards]

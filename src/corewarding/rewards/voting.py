@@ -8,8 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from corewarding.answers import batch_vote
+from corewarding.answers import EXTRACTIONS, batch_vote
 from corewarding.rewards.matching import match_pairs
+
+# The options every method of the family accepts (``reward.*`` in a training config): ``exact_vote`` votes
+# and matches by exact answer string (the paper's rule) instead of equivalence classes; ``extraction`` is
+# how answers are read from rollouts (``corewarding.answers.extract_answer``).
+VOTING_OPTIONS = {"exact_vote": False, "extraction": "lenient"}
+VOTING_CHOICES = {"extraction": EXTRACTIONS}
 
 
 def elect_labels(
@@ -30,7 +36,8 @@ def reward_agreement(
     exact: bool = False,
     extra_pairs: Sequence[tuple[str | None, str | None]] = (),
 ) -> tuple[list[list[float]], list[list[bool]], list[bool]]:
-    """Reward 1.0 for each answer that matches its group's label, else 0.0 (also when the label is empty).
+    """Reward 1.0 for each answer that matches its group's label, else 0.0 (also when the label is empty:
+    a rollout without an answer never "matches" a group without a label).
 
     ``extra_pairs`` ride along in the same batched equivalence call (e.g. cross-view label agreement), so a
     method pays for one round of checks per step; their verdicts are the third return value.
