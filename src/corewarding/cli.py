@@ -23,6 +23,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "rephrase": ("corewarding.rephrase.cli", "build the rephrased view of a question set"),
     "demo": ("corewarding.microworld.demo", "offline micro-world demo: Co-rewarding-I on a CPU"),
     "compare": ("corewarding.microworld.compare", "run every method on the micro-world and compare"),
+    "build-base": (
+        "corewarding.microworld.build_base",
+        "pretrain the micro-world base model shipped with the package",
+    ),
     "plan": ("corewarding.training.plan_cli", "per-GPU memory plan of a training config: does it fit?"),
 }
 

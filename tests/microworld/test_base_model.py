@@ -127,3 +127,54 @@ def test_invalid_config_is_refused():
         PretrainConfig(corrupt_fraction=0.8, nobox_fraction=0.3)
     with pytest.raises(ValueError, match="num_heads"):
         PretrainConfig(hidden_size=100, num_heads=3)
+
+
+def test_the_shipped_base_was_built_for_the_current_world_and_recipe():
+    """A change to the world, its tokenizer or the recipe must come with ``corewarding build-base``."""
+    default = model_fingerprint(build_world(config=WorldConfig()), PretrainConfig(), 0)
+    assert base_model.shipped_fingerprint() == default, (
+        "src/corewarding/microworld/shipped_base/ was built for another world or recipe: run "
+        "`corewarding build-base` (make base) and commit it"
+    )
+    assert get_base_model(cache_dir="/nonexistent-never-written") == base_model.SHIPPED_DIR
+    log = json.loads((base_model.SHIPPED_DIR / LOG_FILE).read_text())
+    assert log["pretrain"]["steps"] == PretrainConfig().steps and log["seed"] == 0
+    assert len(log["losses"]) == PretrainConfig().steps and log["machine"]["cpus"] >= 1
+
+
+def test_the_shipped_base_answers_like_a_pretrained_model():
+    """Loaded the way users load it, the shipped base solves held-out problems some of the time."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from corewarding.data.question import Question
+
+    world = build_world(config=WorldConfig())
+    model = AutoModelForCausalLM.from_pretrained(base_model.SHIPPED_DIR).eval()
+    tokenizer = AutoTokenizer.from_pretrained(base_model.SHIPPED_DIR)
+    problems = world.problems["test"][:16]
+    prompts = [
+        tokenizer.apply_chat_template(
+            Question.from_text("t", p.views[0], system_prompt=world.config.system_prompt).messages,
+            add_generation_prompt=True,
+            tokenize=False,
+        )
+        for p in problems
+    ]
+    tokenizer.padding_side = "left"
+    batch = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+    with torch.no_grad():
+        out = model.generate(**batch, do_sample=False, max_new_tokens=64)
+    texts = tokenizer.batch_decode(out[:, batch["input_ids"].shape[1] :], skip_special_tokens=True)
+    correct = sum(extract_answer(t) == str(p.answer) for t, p in zip(texts, problems, strict=True))
+    assert correct >= 4, texts[:3]
+
+
+def test_a_run_that_refuses_the_shipped_base_pretrains_into_the_cache(world, tmp_path):
+    config = replace(TINY, steps=2)
+    path = get_base_model(
+        cache_dir=tmp_path, seed=0, world_config=WORLD, config=config, progress=False, use_shipped=False
+    )
+    assert path.parent == tmp_path
+    log = json.loads((path / LOG_FILE).read_text())
+    assert log["fingerprint"] == path.name and log["machine"]["torch_threads"] >= 1

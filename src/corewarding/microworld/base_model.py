@@ -11,6 +11,13 @@ Pretraining problems are drawn fresh and kept disjoint (by underlying problem) f
 world, so held-out accuracy measures generalisation. The result is an ordinary Hugging Face model
 directory (``save_pretrained`` of model and tokenizer), cached under a hash of everything that determines
 it, so ``AutoModelForCausalLM.from_pretrained(path)`` works and later runs reuse it.
+
+The default base (seed 0, default world and recipe) also ships with the package, in ``shipped_base/``,
+because pretraining it is the longest part of a first ``corewarding demo`` (2 minutes on a fast 2-core
+machine, over 4 on a slow one). ``corewarding build-base`` (``make base``) rebuilds it with this module's
+own code; its log records the fingerprint it was built for, and a shipped base whose fingerprint no longer
+matches the code is never used. Pretraining is deterministic on a given machine, not across machines
+(float reductions differ), so a rebuild elsewhere gives a comparable model, not the same bytes.
 """
 
 from __future__ import annotations
@@ -295,6 +302,8 @@ def pretrain_base_model(
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
     log = {
+        "fingerprint": model_fingerprint(world, config, seed, tokenizer),
+        "machine": _machine(),
         "world": asdict(world.config),
         "pretrain": asdict(config),
         "seed": seed,
@@ -306,6 +315,21 @@ def pretrain_base_model(
     (tmp / LOG_FILE).write_text(json.dumps(log, indent=1))
     _install(tmp, out, overwrite)
     return out
+
+
+def _machine() -> dict[str, Any]:
+    """Where a base model was pretrained: its figures (seconds) are this machine's."""
+    import platform
+
+    import torch
+
+    return {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpus": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+    }
 
 
 def _install(tmp: Path, out: Path, overwrite: bool) -> None:
@@ -327,19 +351,41 @@ def get_base_model(
     world_config: WorldConfig | None = None,
     config: PretrainConfig | None = None,
     progress: bool = True,
+    use_shipped: bool = True,
 ) -> Path:
-    """The pretrained base model's directory, pretraining it on first use.
+    """The pretrained base model's directory: the shipped one when it fits, else pretrained on first use.
 
-    The model lives in ``cache_dir/<fingerprint>/`` (``cache_dir`` defaults to ``default_cache_dir()``),
-    where the fingerprint hashes the world (config, vocabulary, sample texts), the pretraining config,
-    the seed and the recipe version, so changing any of them builds a new model, never reusing a stale one. Use the same
-    ``world_config`` as the world you evaluate on: pretraining problems are kept disjoint from it.
+    The fingerprint hashes the world (config, vocabulary, sample texts), the pretraining config, the seed
+    and the recipe version. With ``use_shipped`` the package's ``shipped_base/`` is used when it was built
+    for that fingerprint. Otherwise the model lives in ``cache_dir/<fingerprint>/`` (``cache_dir`` defaults
+    to ``default_cache_dir()``), pretrained there on first use, so changing anything builds a new model and
+    never reuses a stale one. Use the same ``world_config`` as the world you evaluate on: pretraining
+    problems are kept disjoint from it.
     """
     world_config = world_config or WorldConfig()
     config = config or PretrainConfig()
-    root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     world = build_world(config=world_config)
-    out = root / model_fingerprint(world, config, seed)
+    fingerprint = model_fingerprint(world, config, seed)
+    if use_shipped and shipped_fingerprint() == fingerprint:
+        return SHIPPED_DIR
+    root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    out = root / fingerprint
     if (out / LOG_FILE).is_file() and (out / "config.json").is_file():
         return out
     return pretrain_base_model(world, out, config, seed, progress=progress, overwrite=False)
+
+
+SHIPPED_DIR = Path(__file__).resolve().parent / "shipped_base"
+
+
+def shipped_fingerprint() -> str | None:
+    """The fingerprint the shipped base was built for, or None when there is no complete shipped base."""
+    log = SHIPPED_DIR / LOG_FILE
+    if not (log.is_file() and (SHIPPED_DIR / "model.safetensors").is_file()):
+        return None
+    return json.loads(log.read_text()).get("fingerprint")
+
+
+def build_shipped_base(progress: bool = True) -> Path:
+    """Pretrain the default base model (seed 0, default world and recipe) into ``shipped_base/``."""
+    return pretrain_base_model(build_world(config=WorldConfig()), SHIPPED_DIR, PretrainConfig(), 0, progress)

@@ -91,6 +91,7 @@ def run_compare(
     world_config: Any = None,
     pretrain_config: Any = None,
     cache_dir: Path | None = None,
+    use_shipped_base: bool = True,
     test_limit: int | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
@@ -117,6 +118,7 @@ def run_compare(
         pretrain_seed=pretrain_seed,
         pretrain_config=pretrain_config,
         cache_dir=cache_dir,
+        use_shipped_base=use_shipped_base,
         progress=progress,
     )
     test = test_questions(setup)[:test_limit]

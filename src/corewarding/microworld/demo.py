@@ -50,6 +50,7 @@ def run_demo(
     world_config: Any = None,
     pretrain_config: Any = None,
     cache_dir: Path | None = None,
+    use_shipped_base: bool = True,
     test_limit: int | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
@@ -78,6 +79,7 @@ def run_demo(
         pretrain_seed=pretrain_seed,
         pretrain_config=pretrain_config,
         cache_dir=cache_dir,
+        use_shipped_base=use_shipped_base,
         progress=progress,
     )
     base_copy = out / "base-model"
@@ -118,6 +120,7 @@ def run_demo(
         "eval": {"n": eval_n, "temperature": budget.temperature, "max_new_tokens": budget.max_new_tokens},
         "budget": asdict(budget),
         "base_model": str(base_copy),
+        "base_model_origin": _base_origin(setup.base_model),
         "trained_model": str(trained_dir),
         "seconds": {
             "setup_and_pretraining": round(t_setup, 1),
@@ -131,6 +134,34 @@ def run_demo(
     plots = plot_run(train_dir, out_dir=out / "plots")
     write_report(out / "report.md", results, [p.relative_to(out) for p in plots])
     return results
+
+
+def _base_origin(base_dir: Path) -> dict[str, Any]:
+    """Where the base model came from (the shipped copy, or pretrained on this or an earlier run) and
+    what its pretraining took on the machine that ran it."""
+    import json
+
+    from corewarding.microworld.base_model import LOG_FILE, SHIPPED_DIR
+
+    log = json.loads((base_dir / LOG_FILE).read_text())
+    return {
+        "source": "shipped with the package" if base_dir == SHIPPED_DIR else f"pretrained into {base_dir}",
+        "fingerprint": log.get("fingerprint"),
+        "pretraining_seconds": log.get("seconds"),
+        "pretrained_on": log.get("machine"),
+    }
+
+
+def _origin_line(origin: dict[str, Any] | None) -> str:
+    if not origin:
+        return ""
+    machine = origin.get("pretrained_on") or {}
+    where = f" on {machine.get('processor')}, {machine.get('cpus')} CPUs" if machine else ""
+    return (
+        f"Base model: {origin['source']} (fingerprint {origin['fingerprint']}; its pretraining took "
+        f"{origin['pretraining_seconds']} s{where}; `corewarding build-base` rebuilds the shipped one, "
+        "`corewarding demo --pretrain-base` pretrains here)."
+    )
 
 
 def summary_table(results: dict[str, Any], markdown: bool = False) -> str:
@@ -176,6 +207,8 @@ def write_report(path: Path, results: dict[str, Any], plots: list[Path]) -> None
         summary_table(results, markdown=True),
         "",
         "Seconds: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in results["seconds"].items()) + ".",
+        "",
+        _origin_line(results.get("base_model_origin")),
         "",
     ]
     for p in plots:

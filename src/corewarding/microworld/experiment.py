@@ -84,6 +84,11 @@ def add_experiment_arguments(parser: argparse.ArgumentParser, default_out: str) 
     parser.add_argument("--eval-n", type=int, default=8, help="samples per test question (avg@n, maj@n)")
     parser.add_argument("--test-limit", type=int, default=None, help="evaluate on the first N test questions")
     parser.add_argument("--cache-dir", default=None, help="where base models are cached")
+    parser.add_argument(
+        "--pretrain-base",
+        action="store_true",
+        help="pretrain the base model here (or reuse one cached) instead of the one shipped with the package",
+    )
     parser.add_argument("--no-progress", action="store_true")
 
 
@@ -106,6 +111,7 @@ def run_options(args: argparse.Namespace) -> dict[str, Any]:
         "pretrain_seed": args.pretrain_seed,
         "test_limit": args.test_limit,
         "cache_dir": Path(args.cache_dir) if args.cache_dir else None,
+        "use_shipped_base": not args.pretrain_base,
         "progress": not args.no_progress,
     }
 
@@ -126,8 +132,10 @@ def prepare(
     pretrain_config: Any = None,
     cache_dir: Path | None = None,
     progress: bool = True,
+    use_shipped_base: bool = True,
 ) -> Setup:
-    """Write the world's parquet files under ``out_dir/data`` and get (pretrain or reuse) its base model."""
+    """Write the world's parquet files under ``out_dir/data`` and get its base model (shipped, cached or
+    pretrained now: see ``get_base_model``)."""
     from corewarding.microworld.base_model import get_base_model
 
     world_config = world_config or WorldConfig()
@@ -140,6 +148,7 @@ def prepare(
         world_config=world_config,
         config=pretrain_config,
         progress=progress,
+        use_shipped=use_shipped_base,
     )
     return Setup(world_config, data_dir, Path(base))
 
