@@ -210,3 +210,50 @@ def test_shared_prompt_prefill_samples_the_same_tokens(tiny, prompts, monkeypatc
     assert [r.truncated for r in with_sharing] == [r.truncated for r in without]
     # one rollout per prompt: nothing to share, generate prefills as usual
     assert shared(torch.tensor([[1, 2, 3], [4, 5, 6]]), torch.ones(2, 3, dtype=torch.long)) is None
+
+
+@pytest.fixture(scope="module")
+def microworld():
+    """The shipped micro-world base: it answers and stops at EOS after unequal lengths, as a policy does."""
+    from corewarding.microworld.base_model import SHIPPED_DIR
+    from corewarding.microworld.world import WorldConfig, build_world
+
+    model, tokenizer = load_model_and_tokenizer(str(SHIPPED_DIR), device="cpu")
+    world = build_world(config=WorldConfig())
+    return model, tokenizer, [q.messages for q in world.questions("val")[:12]]
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.7, 0.0])
+def test_compact_decoding_samples_what_generate_samples(microworld, temperature):
+    """Dropping finished rows changes the work, not the rollouts: same tokens, EOS, truncation flags."""
+    model, tokenizer, prompts = microworld
+    sampling = SamplingParams(temperature=temperature, top_p=0.9, max_new_tokens=40, seed=5)
+    compact = HFRolloutEngine(model, tokenizer, batch_size=96, decode="compact").generate(
+        prompts, 8, sampling
+    )
+    plain = HFRolloutEngine(model, tokenizer, batch_size=96, decode="generate").generate(prompts, 8, sampling)
+    assert [(r.response_ids, r.truncated) for r in compact] == [(r.response_ids, r.truncated) for r in plain]
+    lengths = {len(r.response_ids) for r in compact}
+    assert len(lengths) > 3, "responses of one length would not test dropping finished rows"
+    assert any(not r.truncated and r.response_ids[-1] == tokenizer.eos_token_id for r in compact)
+
+
+def test_compact_decoding_drops_finished_rows(microworld, monkeypatch):
+    model, tokenizer, prompts = microworld
+    engine = HFRolloutEngine(model, tokenizer, batch_size=96, decode="compact")
+    rows_per_step: list[int] = []
+    forward = model.forward
+
+    def counting(*args, **kwargs):
+        rows_per_step.append(kwargs["input_ids"].shape[0])
+        return forward(*args, **kwargs)
+
+    monkeypatch.setattr(model, "forward", counting)
+    out = engine.generate(prompts, 8, SamplingParams(temperature=1.0, max_new_tokens=64, seed=1))
+    decode_steps = rows_per_step[1:]  # the first call is the shared prompt prefill
+    assert decode_steps[0] == 96 and decode_steps == sorted(decode_steps, reverse=True)
+    # every row is computed exactly as many times as it has tokens: no work on finished rows
+    assert sum(decode_steps) == sum(len(r.response_ids) for r in out)
+    assert engine._use_compact(None) is False
+    with pytest.raises(ValueError, match="decode"):
+        HFRolloutEngine(model, tokenizer, decode="fast")

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
 from corewarding.models.builtin import resolve_model_path
 from corewarding.rollout.types import Rollout
-from corewarding.training.logprobs import pack, response_forward
+from corewarding.training.logprobs import length_buckets, pack, response_forward
 
 
 def _alone(model, r: Rollout, temperature: float) -> torch.Tensor:
@@ -39,23 +40,35 @@ def test_batched_logprobs_match_unpadded_forward():
     assert (out.entropy[batch.response_mask.bool()] > 0).all()
 
 
-def _grpo_like_rollouts(generator: torch.Generator) -> list[Rollout]:
-    """Three prompts of different lengths, each with responses of unequal lengths (one empty)."""
+def _grpo_like_rollouts(generator: torch.Generator, group: int) -> list[Rollout]:
+    """Three prompts of different lengths, each with ``group`` responses of unequal lengths (some empty)."""
     rollouts = []
     for lp in (4, 11, 7):
         prompt = torch.randint(5, 900, (lp,), generator=generator).tolist()
-        for lr in (6, 1, 9, 0, 3):
+        for k in range(group):
+            lr = (6, 1, 9, 0, 3, 12, 2)[k % 7] + k // 7
             response = torch.randint(5, 900, (lr,), generator=generator).tolist()
             rollouts.append(Rollout(prompt_ids=prompt, response_ids=response, text=""))
     return rollouts
 
 
-def test_shared_prompt_forward_gives_the_full_forwards_logprobs_stats_and_gradients():
-    """Each distinct prompt run once (its K/V shared by its responses) is the same computation."""
+def test_length_buckets_split_sorted_rows_evenly():
+    assert length_buckets([5, 1, 9]) == [[2, 0, 1]]  # too few rows for a second bucket
+    lengths = [i % 10 for i in range(96)]
+    buckets = length_buckets(lengths)
+    assert len(buckets) == 3 and sorted(i for b in buckets for i in b) == list(range(96))
+    assert min(lengths[i] for i in buckets[0]) >= max(lengths[i] for i in buckets[1])
+    assert len(length_buckets([1] * 1000)) == 4
+
+
+@pytest.mark.parametrize("group", [5, 24])  # 15 rows: one length bucket; 72 rows: two
+def test_shared_prompt_forward_gives_the_full_forwards_logprobs_stats_and_gradients(group):
+    """Each distinct prompt run once (its K/V shared by its responses, the responses in length buckets)
+    is the same computation as the whole sequences."""
     model = AutoModelForCausalLM.from_pretrained(resolve_model_path("builtin:tiny-qwen3")).float()
-    rollouts = _grpo_like_rollouts(torch.Generator().manual_seed(1))
+    rollouts = _grpo_like_rollouts(torch.Generator().manual_seed(1), group)
     batch = pack(rollouts, pad_token_id=0)
-    assert batch.num_prompts == 3 and batch.prompt_index.tolist() == [0] * 5 + [1] * 5 + [2] * 5
+    assert batch.num_prompts == 3 and batch.prompt_index.tolist() == [0] * group + [1] * group + [2] * group
     results = {}
     for share in (False, True):
         model.zero_grad(set_to_none=True)

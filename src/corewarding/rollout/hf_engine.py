@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from corewarding.data.prompting import prompt_token_ids
+from corewarding.models.cache import cache_keyword
 from corewarding.rollout.types import Rollout, SamplingParams
 
 
@@ -25,7 +26,17 @@ class HFRolloutEngine:
     response keeps its EOS token in ``response_ids`` (the policy must learn to stop) and nothing after it.
     """
 
-    def __init__(self, model, tokenizer, batch_size: int = 64, max_prompt_length: int | None = None):
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        batch_size: int = 64,
+        max_prompt_length: int | None = None,
+        decode: str = "auto",
+    ):
+        if decode not in ("auto", "generate", "compact"):
+            raise ValueError(f"decode={decode!r}: expected auto, generate or compact")
+        self.decode = decode
         self.model = model
         self.tokenizer = tokenizer
         self.batch_size = max(1, int(batch_size))
@@ -193,6 +204,8 @@ class HFRolloutEngine:
         device = self.device
         input_ids, attention = input_ids.to(device), attention.to(device)
         cache = self._shared_prompt_cache(input_ids, attention)
+        if self._use_compact(cache):
+            return self._rollouts(jobs, self._decode_compact(input_ids, attention, cache, sampling))
         with warnings.catch_warnings():
             if cache is not None:
                 # the name every transformers 5 accepts; recent ones also take ``cache=`` and warn here
@@ -201,7 +214,10 @@ class HFRolloutEngine:
                     "ignore", message=".*past_key_values.*deprecated", category=FutureWarning
                 )
             sequences = self.model.generate(input_ids=input_ids, attention_mask=attention, **kwargs)
-        generated = sequences[:, width:].tolist()
+        return self._rollouts(jobs, sequences[:, width:].tolist())
+
+    def _rollouts(self, jobs: list[tuple[int, list[int]]], generated: list[list[int]]) -> list[Rollout]:
+        """Each row's tokens cut after its first EOS (kept); no EOS means truncated at the length limit."""
         eos = set(self.eos_token_ids)
         rollouts = []
         for (prompt_index, ids), tokens in zip(jobs, generated, strict=True):
@@ -223,3 +239,85 @@ class HFRolloutEngine:
                 )
             )
         return rollouts
+
+    # ------------------------------------------------------------------ compact decoding
+    def _use_compact(self, cache) -> bool:
+        """Compact decoding needs a plain ``DynamicCache`` (rows can be dropped from it) and is used where
+        it was measured faster: on CPU. ``decode`` forces one path."""
+        if self.decode == "generate" or cache is None:
+            return False
+        if any(type(layer).__name__ != "DynamicLayer" for layer in cache.layers):
+            return False
+        return self.decode == "compact" or self.device.type == "cpu"
+
+    def _decode_compact(
+        self, input_ids: torch.Tensor, attention: torch.Tensor, cache, sampling: SamplingParams
+    ) -> list[list[int]]:
+        """Sample like ``generate`` (same positions, same warpers from transformers, same sampler) but drop
+        each row from the batch and its cache as soon as it emits EOS.
+
+        ``generate`` keeps computing finished rows until the longest one ends; with responses of unequal
+        length (micro-world: 33 tokens on average, the longest 45-64) a quarter of its decode work is for
+        rows already done. The random draws follow ``generate``'s (see the sampling step), so under the
+        same seed the same tokens come out, up to logits that differ in the last bit with the batch size.
+        """
+        from transformers import (
+            LogitsProcessorList,
+            TemperatureLogitsWarper,
+            TopKLogitsWarper,
+            TopPLogitsWarper,
+        )
+
+        do_sample = sampling.temperature > 0
+        warpers = LogitsProcessorList()
+        if do_sample and sampling.temperature != 1.0:
+            warpers.append(TemperatureLogitsWarper(sampling.temperature))
+        if do_sample and sampling.top_k > 0:
+            warpers.append(TopKLogitsWarper(sampling.top_k))
+        if do_sample and sampling.top_p < 1.0:
+            warpers.append(TopPLogitsWarper(sampling.top_p))
+        eos = torch.tensor(self.eos_token_ids, device=input_ids.device)
+        positions = (attention.cumsum(-1) - 1).masked_fill(attention == 0, 1)
+        # the shared-prompt cache holds every prompt token but the last, which the first step feeds
+        step_ids, step_positions = input_ids[:, -1:], positions[:, -1:]
+        batch = input_ids.shape[0]
+        rows = torch.arange(batch, device=input_ids.device)
+        out: list[list[int]] = [[] for _ in range(input_ids.shape[0])]
+        cache_arg = cache_keyword(self.model)
+        for step in range(sampling.max_new_tokens):
+            logits = (
+                self.model(
+                    input_ids=step_ids,
+                    attention_mask=attention,
+                    position_ids=step_positions,
+                    use_cache=True,
+                    logits_to_keep=1,
+                    **{cache_arg: cache},
+                )
+                .logits[:, -1, :]
+                .float()
+            )
+            if do_sample:
+                probs = torch.softmax(warpers(step_ids, logits), dim=-1)
+                # torch.multinomial(probs, 1) is argmax(probs / E), E ~ Exp(1) per entry; drawing E for
+                # the whole original batch and keeping the live rows' draws consumes the random stream as
+                # ``generate`` does, so dropping finished rows changes no sampled token
+                noise = torch.empty((batch, probs.shape[-1]), device=probs.device).exponential_()
+                tokens = (probs / noise.index_select(0, rows)).argmax(dim=-1)
+            else:
+                tokens = logits.argmax(dim=-1)
+            for row, token in zip(rows.tolist(), tokens.tolist(), strict=True):
+                out[row].append(token)
+            if step == sampling.max_new_tokens - 1:
+                break
+            alive = ~torch.isin(tokens, eos)
+            if not bool(alive.all()):
+                keep = alive.nonzero().squeeze(1)
+                if keep.numel() == 0:
+                    break
+                cache.batch_select_indices(keep)
+                rows, tokens, attention = rows[keep], tokens[keep], attention[keep]
+                step_positions = step_positions[keep]
+            attention = torch.cat([attention, attention.new_ones((attention.shape[0], 1))], dim=1)
+            step_ids, step_positions = tokens.unsqueeze(1), step_positions + 1
+        return out

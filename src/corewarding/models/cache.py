@@ -1,0 +1,21 @@
+"""Passing a KV cache back into a model's forward, across transformers 5 versions."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+
+
+def cache_keyword(model) -> str:
+    """``cache`` where the model's forward takes it (recent transformers 5), else ``past_key_values``.
+
+    Recent versions renamed the argument and warn on the old name; older 5.x releases only know the old
+    one. DDP wraps the model (its ``module`` is the real one); FSDP2 and DeepSpeed keep its forward.
+    """
+    inner = getattr(model, "module", model)
+    return _keyword_of(type(inner))
+
+
+@functools.cache
+def _keyword_of(model_class: type) -> str:
+    return "cache" if "cache" in inspect.signature(model_class.forward).parameters else "past_key_values"
