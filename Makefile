@@ -2,32 +2,41 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
+# the demo needs the package; the tests also need the test extras (pytest, ruff, deepspeed)
+DEMO_STAMP := $(VENV)/.installed-demo
+TEST_STAMP := $(VENV)/.installed-test
 # The torch wheel installed when no torch is importable. On these machines this exact version is a CPU
 # wheel on local disk; users who already have torch in the venv keep theirs (override TORCH_SPEC=...).
 TORCH_SPEC ?= torch==2.13.0
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: demo test lint install clean
+.PHONY: demo test lint install base clean
 
-$(STAMP): pyproject.toml
-	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	@$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install -q "$(TORCH_SPEC)"
-	$(BIN)/python -m pip install -q -e ".[test]"
-	@touch $(STAMP)
+# scripts/install_venv.py: uv when it can (with pip's own index settings), else pip
+$(DEMO_STAMP): pyproject.toml scripts/install_venv.py
+	$(PYTHON) scripts/install_venv.py $(VENV) "$(TORCH_SPEC)" .
+	@touch $@
 
-install: $(STAMP)
+$(TEST_STAMP): pyproject.toml scripts/install_venv.py
+	$(PYTHON) scripts/install_venv.py $(VENV) "$(TORCH_SPEC)" ".[test]"
+	@touch $@ $(DEMO_STAMP)
 
-demo: $(STAMP)
+install: $(TEST_STAMP)
+
+demo: $(DEMO_STAMP)
 	$(BIN)/corewarding demo
 
-test: $(STAMP)
+test: $(TEST_STAMP)
 	$(BIN)/ruff check src tests
 	$(BIN)/python -m pytest -q tests
 
-lint: $(STAMP)
+lint: $(TEST_STAMP)
 	$(BIN)/ruff check src tests
 	$(BIN)/ruff format --check src tests
+
+# rebuild the micro-world base model shipped in src/corewarding/microworld/shipped_base/ (about 2 min)
+base: $(DEMO_STAMP)
+	$(BIN)/corewarding build-base
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
