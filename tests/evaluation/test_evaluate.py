@@ -114,3 +114,30 @@ def test_engine_returning_wrong_count_is_an_error(scripted_engine_class):
 
     with pytest.raises(RuntimeError, match="rollouts"):
         generate_completions(Short(SCRIPT), QUESTIONS, 2, SamplingParams(), progress=False)
+
+
+def test_boxed_extraction_reads_only_the_last_box(scripted_engine_class):
+    """``extraction="boxed"`` (the paper's rule, a paper-mode run's validation): a completion without a
+    ``\\boxed{}`` has no answer, so it is wrong and casts no vote, where the lenient rule reads it."""
+    Scripted = scripted_engine_class
+    script = {"What is 2+4?": ["\\boxed{6}", "The answer is 6.", "#### 6", "\\boxed{7} and \\boxed{7}"]}
+    q = QUESTIONS[2]
+    comps = generate_completions(Scripted(script), [q], 4, SamplingParams(seed=1), progress=False)
+
+    lenient = score_completions([q], comps, k=4)
+    assert [c.answer for c in lenient.completions] == ["6", "6", "6", "7"]
+    assert lenient.metrics["avg@4"] == pytest.approx(3 / 4) and lenient.metrics["maj@4"] == 1.0
+    assert lenient.metrics["no_answer_frac"] == 0.0
+
+    boxed = score_completions([q], comps, k=4, extraction="boxed", exact_vote=True)
+    assert [c.answer for c in boxed.completions] == ["6", None, None, "7"]
+    assert [c.correct for c in boxed.completions] == [True, False, False, False]
+    assert boxed.metrics["avg@4"] == pytest.approx(1 / 4) and boxed.metrics["no_answer_frac"] == 0.5
+    assert boxed.majority["six"] in (("6", 1), ("7", 1))  # one vote each: the unboxed two do not vote
+
+    with pytest.raises(ValueError, match="extraction"):
+        score_completions([q], comps, k=4, extraction="strict")
+    via_evaluate = evaluate(
+        Scripted(script), [q], 4, SamplingParams(seed=1), progress=False, extraction="boxed"
+    )
+    assert via_evaluate.metrics["avg@4"] == pytest.approx(1 / 4)

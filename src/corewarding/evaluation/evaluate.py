@@ -134,9 +134,13 @@ def score_completions(
     k: int | None = None,
     exact_vote: bool = False,
     extra_pass_ks: Iterable[int] = (),
+    extraction: str = "lenient",
 ) -> EvalResult:
     """Extract answers, check them against each question's gold, vote, and compute avg@k/pass@k/maj@k.
 
+    ``extraction`` is how answers are read (``extract_answer``'s modes: ``lenient``, or ``boxed``, the
+    paper's last-``\\boxed{}``-only rule, under which an unboxed completion has no answer, so it is wrong
+    and casts no vote); ``exact_vote`` votes by exact answer string instead of equivalence classes.
     ``extra_pass_ks`` adds pass@j for smaller j from the same samples (see ``metrics.summarize``).
     Completions of questions not in ``questions`` are ignored; ``completions`` is updated in place
     (``answer``, ``correct``). Questions without a gold are skipped in the metrics (their votes are still
@@ -149,7 +153,7 @@ def score_completions(
     for rows in by_question.values():
         rows.sort(key=lambda c: c.sample_index)
         for c in rows:
-            c.answer = extract_answer(c.completion)
+            c.answer = extract_answer(c.completion, extraction)
 
     graded = [q for q in questions if q.gold is not None and by_question[q.id]]
     votes = batch_vote([[c.answer for c in by_question[q.id]] for q in questions], exact=exact_vote)
@@ -185,7 +189,8 @@ def evaluate(
     progress: bool = True,
     desc: str = "eval",
     exact_vote: bool = False,
+    extraction: str = "lenient",
 ) -> EvalResult:
     """Sample ``n`` completions per question and score them (avg@n, pass@n, maj@n)."""
     completions = generate_completions(engine, questions, n, sampling, progress=progress, desc=desc)
-    return score_completions(questions, completions, k=n, exact_vote=exact_vote)
+    return score_completions(questions, completions, k=n, exact_vote=exact_vote, extraction=extraction)

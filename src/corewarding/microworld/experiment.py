@@ -28,6 +28,36 @@ VARIANTS: dict[str, list[str]] = {
     "co_rewarding_ii_frozen": ["method=co_rewarding_ii", "teacher.ema=false"],
 }
 
+# reward modes: name -> config overrides (the ``reward.*`` options; see ``corewarding.config.RewardConfig``).
+# ``paper`` reproduces the paper's released reward code, as configs/paper/ do: the last \boxed{} only (no box,
+# no vote and reward 0), exact-string voting, the Hendrycks normalised string match for the gt baseline.
+# ``improved`` is the project's defaults, as configs/improved/: lenient extraction (last box, else "#### X",
+# else "The answer is X"), voting by mathematical equivalence, math-verify for the gt baseline.
+REWARD_MODES: dict[str, list[str]] = {
+    "improved": ["reward.extraction=lenient", "reward.exact_vote=false", "reward.gt_grader=math_verify"],
+    "paper": ["reward.extraction=boxed", "reward.exact_vote=true", "reward.gt_grader=string"],
+}
+DEFAULT_REWARD_MODE = "improved"
+BOTH_MODES = "both"
+
+
+def reward_modes(choice: str) -> list[str]:
+    """The reward modes that ``--reward-mode choice`` runs: one of ``REWARD_MODES``, or all of them for
+    ``both``."""
+    if choice == BOTH_MODES:
+        return list(REWARD_MODES)
+    if choice not in REWARD_MODES:
+        from corewarding.errors import ConfigError
+
+        raise ConfigError(f"reward mode {choice!r}: choose from {', '.join([*REWARD_MODES, BOTH_MODES])}")
+    return [choice]
+
+
+def mode_dir(out: Path, mode: str) -> Path:
+    """Where one reward mode's runs and summary files go: the default mode in ``out`` itself (where they
+    went before modes existed), any other in ``out/<mode>``, so the modes never overwrite each other."""
+    return out if mode == DEFAULT_REWARD_MODE else out / mode
+
 
 @dataclass
 class Budget:

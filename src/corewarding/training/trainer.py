@@ -633,8 +633,13 @@ class Trainer:
                 engine, shard, cfg.validation.n, sampling, progress=False, desc="validation"
             )
         completions = gather_object(completions) if acc.num_processes > 1 else completions
+        # read and vote as the reward does (a paper-mode run, extraction=boxed, validates on the last box only)
         result = score_completions(
-            self.val_questions, completions, k=cfg.validation.n, exact_vote=cfg.reward.exact_vote
+            self.val_questions,
+            completions,
+            k=cfg.validation.n,
+            exact_vote=cfg.reward.exact_vote,
+            extraction=cfg.reward.extraction,
         )
         return {f"val/{k}": v for k, v in result.metrics.items()}
 
