@@ -38,7 +38,7 @@ from corewarding.data.question import Question
 from corewarding.microworld.problems import Problem, generate_problems, solution_text
 from corewarding.microworld.world import MicroWorld, WorldConfig, build_world
 
-FORMAT_VERSION = 2  # bump when the pretraining recipe changes in a way configs do not capture
+FORMAT_VERSION = 3  # bump when the pretraining recipe changes in a way configs do not capture
 LOG_FILE = "pretrain_log.json"
 
 
@@ -47,13 +47,19 @@ class PretrainConfig:
     """Model shape and the supervised pretraining recipe.
 
     ``corrupt_fraction`` of solutions carry one wrong intermediate result or operand; a further
-    ``nobox_fraction`` end without ``\\boxed{}``. ``steps`` (not wall time) bounds training so the same
+    ``nobox_fraction`` stop before stating any answer, and ``plain_answer_fraction`` state the right
+    answer as plain text (``The answer is 9.``) instead of in ``\\boxed{}``: the base model then sometimes
+    answers without a box, which the project's lenient extraction reads and the paper's box-only rule
+    does not, so the two reward modes (``compare --reward-mode both``) really differ. ``steps`` (not wall time) bounds training so the same
     config always gives the same model.
 
-    The defaults (about 0.8M parameters, 800 steps of 32 examples: under three minutes on an idle 2-core
-    CPU) were measured, for pretraining seed 0 on 2 threads, at held-out avg@8 49.5% and maj@8 80.5% at
-    temperature 1.0 (52% and 87% when pretrained on 1 thread: float reductions differ): majority voting
-    far above a single sample, and mistakes spread over many wrong answers. Fewer steps
+    The defaults (about 0.8M parameters, 800 steps of 32 examples: 132 s on an idle 2-core AMD EPYC)
+    give, for pretraining seed 0 on 2 threads, held-out avg@8 46.2% and maj@8 74.2% at temperature 1.0
+    (the shipped base; 7.6% of its samples answer in plain text only): majority voting far above a
+    single sample, and mistakes spread over many wrong answers. Before plain answers were added (recipe
+    version 2) the same recipe measured 49.5% / 80.5% on one machine, 54.0% / 87.5% on another, and
+    52% / 87% pretrained on 1 thread: float reductions differ. The figures that follow are version 2's.
+    Fewer steps
     do not make a usefully weaker base: at 600 steps (avg@8 40%, maj@8 69%) label-free training gained
     18 points and stalled near that maj@8, and at 450 (validation avg@4 22%, maj@4 31%) the mistakes are
     systematic and label-free training drifted onto them. At 600 steps the outcome was also
@@ -80,12 +86,15 @@ class PretrainConfig:
     n_problems: int = 20000
     corrupt_fraction: float = 0.3
     nobox_fraction: float = 0.1
+    plain_answer_fraction: float = 0.1
     init_std: float = 0.05
     adam_beta2: float = 0.999
 
     def __post_init__(self) -> None:
-        if not 0 <= self.corrupt_fraction + self.nobox_fraction <= 1:
-            raise ValueError("corrupt_fraction + nobox_fraction must be within [0, 1]")
+        if not 0 <= self.corrupt_fraction + self.nobox_fraction + self.plain_answer_fraction <= 1:
+            raise ValueError(
+                "corrupt_fraction + nobox_fraction + plain_answer_fraction must be within [0, 1]"
+            )
         if self.hidden_size % self.num_heads or self.num_heads % self.num_kv_heads:
             raise ValueError("hidden_size must divide by num_heads, and num_heads by num_kv_heads")
 
@@ -140,6 +149,8 @@ def pretraining_examples(
             target = solution_text(problem, corrupt=True, rng=rng)
         elif u < config.corrupt_fraction + config.nobox_fraction:
             target = solution_text(problem, corrupt=False, rng=rng, boxed=False)
+        elif u < config.corrupt_fraction + config.nobox_fraction + config.plain_answer_fraction:
+            target = solution_text(problem, plain_answer=True)
         else:
             target = problem.solution
         examples.append((messages, target))

@@ -255,7 +255,12 @@ def _step_lines(start: int, steps: Iterable[tuple[str, int]], results: Iterable[
 
 
 def solution_text(
-    problem: Problem, corrupt: bool = False, rng: random.Random | None = None, *, boxed: bool = True
+    problem: Problem,
+    corrupt: bool = False,
+    rng: random.Random | None = None,
+    *,
+    boxed: bool = True,
+    plain_answer: bool = False,
 ) -> str:
     """A worked solution: one equation per step, then ``The answer is \\boxed{answer}.``
 
@@ -263,7 +268,8 @@ def solution_text(
     from the question) and carries it through the rest of the chain, so the final boxed answer is wrong
     in a way that varies from sample to sample. ``boxed=False`` stops after a random number of the
     equations and states no answer at all (so answer extraction finds none). Both need ``rng``; they
-    exist to make pretraining data imperfect.
+    exist to make pretraining data imperfect. ``plain_answer=True`` ends with ``The answer is answer.``
+    and no box: an answer the project's lenient extraction reads and the paper's box-only rule does not.
     """
     ops = [(s.op, s.operand) for s in problem.steps]
     results = [s.result for s in problem.steps]
@@ -273,7 +279,9 @@ def solution_text(
         ops, results = _corrupted_chain(problem, rng)
     lines = _step_lines(problem.start, ops, results)
     final = results[-1]
-    if boxed:
+    if plain_answer:
+        lines.append(f"{ANSWER_PREFIX}{final}.")
+    elif boxed:
         lines.append(f"{ANSWER_PREFIX}\\boxed{{{final}}}.")
     else:
         if rng is None:
