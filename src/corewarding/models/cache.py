@@ -19,3 +19,10 @@ def cache_keyword(model) -> str:
 @functools.cache
 def _keyword_of(model_class: type) -> str:
     return "cache" if "cache" in inspect.signature(model_class.forward).parameters else "past_key_values"
+
+
+def output_cache(output):
+    """The KV cache a forward returned: ``output.cache`` in recent transformers 5 (where reading
+    ``past_key_values`` warns), ``output.past_key_values`` in older ones."""
+    cache = output.get("cache") if hasattr(output, "get") else None
+    return cache if cache is not None else output.past_key_values

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from corewarding.data.prompting import prompt_token_ids
-from corewarding.models.cache import cache_keyword
+from corewarding.models.cache import cache_keyword, output_cache
 from corewarding.rollout.types import Rollout, SamplingParams
 
 
@@ -153,7 +153,7 @@ class HFRolloutEngine:
             use_cache=True,
             logits_to_keep=1,
         )
-        cache = out.past_key_values
+        cache = output_cache(out)
         layers = getattr(cache, "layers", None)
         if type(cache).__name__ != "DynamicCache" or not layers:
             return None

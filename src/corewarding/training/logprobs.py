@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
-from corewarding.models.cache import cache_keyword
+from corewarding.models.cache import cache_keyword, output_cache
 from corewarding.rollout.types import Rollout
 
 
@@ -215,7 +215,7 @@ def _shared_prompt_logits(
         use_cache=True,
         logits_to_keep=1,
     )
-    cache = first.past_key_values
+    cache = output_cache(first)
     layers = getattr(cache, "layers", None)
     if type(cache).__name__ != "DynamicCache" or not layers:
         return None
