@@ -28,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "pretrain the micro-world base model shipped with the package",
     ),
     "plan": ("corewarding.training.plan_cli", "per-GPU memory plan of a training config: does it fit?"),
+    "push": ("corewarding.reporting.push", "upload an exported checkpoint and its model card to the Hub"),
 }
 
 

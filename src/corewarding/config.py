@@ -2,6 +2,8 @@
 
 Validation happens here, before anything loads: unknown keys, wrong types, unknown methods and
 inconsistent combinations (``co_rewarding_i`` without rephrased data, say) fail with one clear message.
+``method`` is a registered reward method or a plug-in's import path ``package.module:ClassName``: the one
+list of methods is the registry in ``corewarding.rewards`` (``method_class``), which validation reads.
 """
 
 from __future__ import annotations
@@ -18,10 +20,26 @@ from corewarding.answers.extraction import EXTRACTIONS
 from corewarding.data.question import SYSTEM_PROMPT
 from corewarding.errors import ConfigError
 
-METHODS = ("gt", "majority_vote", "self_certainty", "entropy", "co_rewarding_i", "co_rewarding_ii")
 GT_GRADERS = ("math_verify", "string")  # the same as corewarding.rewards.matching.GT_GRADERS
 STRATEGIES = ("auto", "none", "ddp", "fsdp2", "deepspeed")
 DTYPE_NAMES = ("auto", "float32", "fp32", "bfloat16", "bf16", "float16", "fp16")
+
+
+@dataclass
+class LoRAConfig:
+    """LoRA adapters through peft (``pip install 'corewarding[lora]'``); ``r: 0`` trains every weight."""
+
+    r: int = 0  # adapter rank; 0 = off (full fine-tuning)
+    alpha: float | None = None  # scaling numerator (scale = alpha / r); None = 2·r
+    dropout: float = 0.0  # LoRA dropout on the adapter input, training forwards only
+    # module names to adapt (peft's target_modules): every linear projection of attention and MLP of
+    # Qwen/Llama-style decoders; ["all-linear"] = peft's every linear layer but the output head
+    target_modules: list[str] = field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    )
+    # checkpoints' Hugging Face export = base + adapter merged (W + s·B·A), loadable without peft; false: the
+    # export is the adapter alone (checkpoint-N/adapter/, which corewarding eval merges when loading)
+    merge_on_export: bool = True
 
 
 @dataclass
@@ -34,6 +52,8 @@ class ModelConfig:
     # bf16 on CPU works too (CPU autocast). Under FSDP2 it is the all-gather dtype (gradients reduce in fp32).
     compute_dtype: str = "auto"
     gradient_checkpointing: bool = False
+    # LoRA: only adapters train; the frozen base is held in compute_dtype, the adapters in ``dtype``
+    lora: LoRAConfig = field(default_factory=LoRAConfig)
 
 
 @dataclass
@@ -129,12 +149,18 @@ class TrainerConfig:
     output_dir: str = "runs"
     run_name: str | None = None  # default: the method name
     seed: int = 42
-    loggers: list[str] = field(default_factory=lambda: ["jsonl"])  # + tensorboard, wandb
-    wandb_project: str = "corewarding"
+    # metrics.jsonl is always written; + tensorboard, wandb, trackio, mlflow (through accelerate's trackers)
+    loggers: list[str] = field(default_factory=lambda: ["jsonl"])
+    wandb_project: str = "corewarding"  # the project name of every tracker (wandb, trackio, mlflow, ...)
     sample_rollouts: int = 4  # rollouts per step written to rollouts/step-*.jsonl
     # dtype of the Hugging Face export in each checkpoint (the training state beside it is always full
     # precision): bf16 as released models are; the CPU micro-world keeps float32
     export_dtype: str = "bfloat16"
+    # upload the final checkpoint (its Hugging Face export and model card) to hub_repo_id (ORG/NAME) at the end
+    # of training, as ``corewarding push`` does; hub_private: a repository the push creates is private
+    push_to_hub: bool = False
+    hub_repo_id: str = ""
+    hub_private: bool = False
 
 
 @dataclass
@@ -148,7 +174,10 @@ class DistributedConfig:
 
 @dataclass
 class Config:
-    method: str = MISSING
+    method: str = MISSING  # a registered reward method, or a plug-in: package.module:ClassName
+    # the method's own options beyond reward.* (a plug-in's, say: method_options.length_penalty=0.2), checked
+    # against its ``option_defaults``
+    method_options: dict[str, Any] = field(default_factory=dict)
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     reward: RewardConfig = field(default_factory=RewardConfig)
@@ -163,7 +192,16 @@ class Config:
 
     @property
     def run_dir(self) -> Path:
-        return Path(self.trainer.output_dir) / (self.trainer.run_name or self.method)
+        return Path(self.trainer.output_dir) / (self.trainer.run_name or _method_run_name(self.method))
+
+
+def _method_run_name(method: str) -> str:
+    """The default run name: the method's name (a plug-in's class attribute ``name``, not its import path)."""
+    if ":" not in method:
+        return method
+    from corewarding.rewards import method_class
+
+    return method_class(method).name
 
 
 def _field_index() -> dict[str, list[str]]:
@@ -242,24 +280,32 @@ def validate_config(cfg: Config) -> None:
     def bad(key: str, value: Any, expected: str) -> None:
         raise ConfigError(f"{key}={value!r}: expected {expected}")
 
-    if cfg.method not in METHODS:
-        bad("method", cfg.method, f"one of {', '.join(METHODS)}")
+    from corewarding.rewards import method_class
+
+    method = method_class(cfg.method)  # ConfigError naming the value and what was expected
     if cfg.data.view not in ("original", "rephrased"):
         bad("data.view", cfg.data.view, "original or rephrased")
     if cfg.teacher.view not in ("original", "rephrased"):
         bad("teacher.view", cfg.teacher.view, "original or rephrased")
     needs_rephrased = (
-        cfg.method == "co_rewarding_i"
+        method.needs_rephrased
         or cfg.data.view == "rephrased"
-        or (cfg.method == "co_rewarding_ii" and cfg.teacher.view == "rephrased")
+        or (method.needs_teacher and cfg.teacher.view == "rephrased")
     )
     if needs_rephrased and not cfg.data.train_rephrased:
-        why = "co_rewarding_i" if cfg.method == "co_rewarding_i" else "the rephrased view"
+        why = cfg.method if method.needs_rephrased else "the rephrased view"
         raise ConfigError(f"{why} needs rephrased data: set data.train_rephrased to the rephrased file")
     if cfg.reward.extraction not in EXTRACTIONS:
         bad("reward.extraction", cfg.reward.extraction, " or ".join(EXTRACTIONS))
     if cfg.reward.gt_grader not in GT_GRADERS:
         bad("reward.gt_grader", cfg.reward.gt_grader, " or ".join(GT_GRADERS))
+    shared = {f.name for f in dataclasses.fields(RewardConfig)}
+    for key, value in cfg.method_options.items():
+        if key in shared:
+            bad(f"method_options.{key}", value, f"to be set as reward.{key} (a key of reward)")
+        if key not in method.option_defaults:
+            accepted = ", ".join(sorted(set(method.option_defaults) - shared)) or "none"
+            bad(f"method_options.{key}", value, f"an option of method {cfg.method} (its options: {accepted})")
     if cfg.grpo.loss_agg not in ("token-mean", "seq-mean-token-mean"):
         bad("grpo.loss_agg", cfg.grpo.loss_agg, "token-mean or seq-mean-token-mean")
     if cfg.optim.schedule not in ("cosine", "constant"):
@@ -295,11 +341,50 @@ def validate_config(cfg: Config) -> None:
         bad("optim.warmup_ratio", cfg.optim.warmup_ratio, "a fraction in [0, 1)")
     if cfg.grpo.kl_coef < 0:
         bad("grpo.kl_coef", cfg.grpo.kl_coef, "≥ 0")
-    unknown = set(cfg.trainer.loggers) - {"jsonl", "tensorboard", "wandb"}
-    if unknown:
-        bad("trainer.loggers", cfg.trainer.loggers, "a list drawn from jsonl, tensorboard, wandb")
+    from corewarding.training.run_log import LOGGERS
+
+    if set(cfg.trainer.loggers) - set(LOGGERS):
+        bad("trainer.loggers", cfg.trainer.loggers, f"a list drawn from {', '.join(LOGGERS)}")
     if cfg.trainer.batch_questions % cfg.grpo.updates_per_step:
         bad("grpo.updates_per_step", cfg.grpo.updates_per_step, "a divisor of trainer.batch_questions")
+    _validate_lora(cfg, bad)
+    if cfg.trainer.push_to_hub:
+        from corewarding.reporting.push import check_repo_id
+
+        if not cfg.trainer.hub_repo_id:
+            raise ConfigError(
+                "trainer.push_to_hub=true needs trainer.hub_repo_id=ORG/NAME, the Hub repository to upload to"
+            )
+        check_repo_id(cfg.trainer.hub_repo_id, "trainer.hub_repo_id")
+        if not cfg.trainer.save_every:
+            bad("trainer.save_every", 0, "a positive interval with push_to_hub (it pushes a checkpoint)")
+
+
+def _validate_lora(cfg: Config, bad) -> None:
+    lora = cfg.model.lora
+    if lora.r < 0:
+        bad("model.lora.r", lora.r, "a rank ≥ 0 (0 = no LoRA, full fine-tuning)")
+    if lora.r == 0:
+        return
+    if lora.alpha is not None and lora.alpha <= 0:
+        bad("model.lora.alpha", lora.alpha, "a positive number, or null for 2·r")
+    if not 0 <= lora.dropout < 1:
+        bad("model.lora.dropout", lora.dropout, "a fraction in [0, 1)")
+    targets = list(lora.target_modules)
+    if not targets or any(not isinstance(t, str) or not t.strip() for t in targets):
+        bad(
+            "model.lora.target_modules",
+            targets,
+            'a non-empty list of module names, e.g. [q_proj, v_proj] or ["all-linear"]',
+        )
+    if "all-linear" in targets and len(targets) > 1:
+        bad("model.lora.target_modules", targets, '["all-linear"] alone, or a list of module names')
+    if cfg.distributed.strategy in ("fsdp2", "deepspeed"):
+        raise ConfigError(
+            f"model.lora.r={lora.r} is not supported with distributed.strategy={cfg.distributed.strategy}: LoRA "
+            "runs in one process or under DDP (distributed.strategy=ddp or auto with a DDP launch), where each "
+            "GPU holds the frozen base in the compute dtype and only the adapters train"
+        )
 
 
 def save_config(cfg: Config, path: str | Path) -> None:

@@ -11,3 +11,7 @@ class DataError(CorewardingError):
 
 class ConfigError(CorewardingError):
     """A config key is unknown, mistyped, or inconsistent with another."""
+
+
+class HubError(CorewardingError):
+    """The Hugging Face Hub refused or failed an upload (token, permissions, repository, network)."""

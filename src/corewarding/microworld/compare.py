@@ -35,7 +35,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     add_experiment_arguments(parser, default_out="runs/compare")
     parser.add_argument(
-        "--methods", default=",".join(VARIANTS), help=f"comma list from: {', '.join(VARIANTS)}"
+        "--methods",
+        default=",".join(VARIANTS),
+        help=f"comma list from: {', '.join(VARIANTS)}; or any reward method's registered name or a plug-in's "
+        "import path package.module:ClassName",
     )
     parser.add_argument(
         "--reward-mode",
@@ -52,15 +55,19 @@ def run(args: argparse.Namespace) -> int:
     from corewarding.microworld.experiment import (
         VARIANTS,
         budget_from_args,
+        is_variant,
         mode_dir,
         reward_modes,
         run_options,
     )
 
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    unknown = [m for m in methods if m not in VARIANTS]
+    unknown = [m for m in methods if not is_variant(m)]
     if unknown or not methods:
-        raise ConfigError(f"--methods {args.methods!r}: unknown {unknown}; choose from {', '.join(VARIANTS)}")
+        raise ConfigError(
+            f"--methods {args.methods!r}: unknown {unknown}; choose from {', '.join(VARIANTS)}, or a reward "
+            "method's registered name or import path package.module:ClassName"
+        )
     out = Path(args.out)
     results = run_compare(
         out, methods, budget_from_args(args), reward_mode=args.reward_mode, **run_options(args)
@@ -217,10 +224,11 @@ def _run_mode(
         final_checkpoint,
         fresh_dir,
         train_config,
+        variant_dir_name,
     )
     from corewarding.reporting.plots import plot_comparison
     from corewarding.reporting.tables import write_json
-    from corewarding.rewards import REGISTRY
+    from corewarding.rewards import method_class
     from corewarding.training.run_log import read_metrics
     from corewarding.training.trainer import Trainer
 
@@ -233,8 +241,8 @@ def _run_mode(
     reward: dict[str, Any] = {}
     for variant in methods:
         t0 = time.perf_counter()
-        run_dir = fresh_dir(out / variant)
-        cfg = train_config(setup, variant, budget, out, variant, extra=REWARD_MODES[mode])
+        run_dir = fresh_dir(out / variant_dir_name(variant))
+        cfg = train_config(setup, variant, budget, out, variant_dir_name(variant), extra=REWARD_MODES[mode])
         reward = asdict(cfg.reward)
         Trainer(cfg, progress=progress).train()
         metrics = evaluate_model(
@@ -246,7 +254,7 @@ def _run_mode(
             **summarize_run(
                 read_metrics(run_dir / "metrics.jsonl"),
                 val_key,
-                uses_labels=REGISTRY[cfg.method].uses_pseudo_labels,
+                uses_labels=method_class(cfg.method).uses_pseudo_labels,
             ),
             "seconds": round(time.perf_counter() - t0, 1),
         }

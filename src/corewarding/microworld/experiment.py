@@ -28,6 +28,32 @@ VARIANTS: dict[str, list[str]] = {
     "co_rewarding_ii_frozen": ["method=co_rewarding_ii", "teacher.ema=false"],
 }
 
+
+def is_variant(variant: str) -> bool:
+    """A name in ``VARIANTS``, any registered reward method, or a plug-in's import path
+    ``package.module:ClassName`` (which the config's validation then imports and checks)."""
+    from corewarding.rewards import REGISTRY
+
+    return variant in VARIANTS or variant in REGISTRY or ":" in variant
+
+
+def variant_overrides(variant: str) -> list[str]:
+    """The config overrides of one variant (see ``is_variant``)."""
+    if not is_variant(variant):
+        from corewarding.errors import ConfigError
+
+        raise ConfigError(
+            f"unknown micro-world variant {variant!r}; known: {', '.join(VARIANTS)}, or a reward method's "
+            "registered name or import path package.module:ClassName"
+        )
+    return VARIANTS.get(variant, [f"method={variant}"])
+
+
+def variant_dir_name(variant: str) -> str:
+    """A variant's run directory name: a plug-in's import path without its module (no ``:`` in paths)."""
+    return variant.rpartition(":")[2]
+
+
 # reward modes: name -> config overrides (the ``reward.*`` options; see ``corewarding.config.RewardConfig``).
 # ``paper`` reproduces the paper's released reward code, as configs/paper/ do: the last \boxed{} only (no box,
 # no vote and reward 0), exact-string voting, the Hendrycks normalised string match for the gt baseline.
@@ -192,10 +218,7 @@ def train_config(
     extra: list[str] | None = None,
 ) -> Config:
     """The ordinary training config for one method variant on the micro-world."""
-    if variant not in VARIANTS:
-        from corewarding.errors import ConfigError
-
-        raise ConfigError(f"unknown micro-world variant {variant!r}; known: {', '.join(VARIANTS)}")
+    variant_config = variant_overrides(variant)
     d = setup.data_dir
     overrides = [
         f"model.name_or_path={setup.base_model}",
@@ -217,7 +240,7 @@ def train_config(
         f"trainer.output_dir={output_dir}",
         f"trainer.run_name={run_name}",
         *budget.overrides(),
-        *VARIANTS[variant],
+        *variant_config,
         *(extra or []),
     ]
     return load_config(None, overrides)

@@ -10,9 +10,13 @@ def cache_keyword(model) -> str:
     """``cache`` where the model's forward takes it (recent transformers 5), else ``past_key_values``.
 
     Recent versions renamed the argument and warn on the old name; older 5.x releases only know the old
-    one. DDP wraps the model (its ``module`` is the real one); FSDP2 and DeepSpeed keep its forward.
+    one. DDP wraps the model (its ``module`` is the real one); FSDP2 and DeepSpeed keep its forward; a peft
+    model forwards its keyword arguments to the transformers model it wraps (``get_base_model()``).
     """
     inner = getattr(model, "module", model)
+    base = getattr(inner, "get_base_model", None)
+    if callable(base):
+        inner = base()
     return _keyword_of(type(inner))
 
 

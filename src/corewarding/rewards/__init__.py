@@ -1,4 +1,5 @@
-"""Reward methods: one class per method behind one interface, found by name in ``REGISTRY``.
+"""Reward methods: one class per method behind one interface, found by name in ``REGISTRY`` or, for a
+plug-in, by import path (``method_class("package.module:ClassName")``).
 
 Importing this package registers every built-in method. Token statistics (``rewards.token_stats``) need
 torch and are imported separately by the trainer.
@@ -11,6 +12,7 @@ from corewarding.rewards.base import (
     RewardOutput,
     RolloutGroup,
     get_reward_method,
+    method_class,
     register,
 )
 from corewarding.rewards.matching import fill_answers, match_pairs, safe_extract
@@ -25,6 +27,7 @@ __all__ = [
     "fill_answers",
     "get_reward_method",
     "match_pairs",
+    "method_class",
     "register",
     "safe_extract",
     "score_step",

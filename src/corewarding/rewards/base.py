@@ -3,10 +3,18 @@
 The trainer never branches on the method's name: it reads the class flags (``needs_rephrased``,
 ``needs_teacher``, ``needs_token_stats``) to know what to prepare, builds ``RolloutGroup``s, and calls
 ``score``. All method logic lives in the small subclasses registered here.
+
+A config's ``method`` is a registered name (the built-ins, or a class user code passed to ``register``) or
+an import path ``package.module:ClassName`` naming any ``RewardMethod`` subclass (a plug-in);
+``method_class`` resolves both, and it is the one list of methods that config validation reads.
 """
 
 from __future__ import annotations
 
+import importlib
+import inspect
+import os
+import sys
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -129,13 +137,90 @@ def register(cls: type[RewardMethod]) -> type[RewardMethod]:
     return cls
 
 
+def method_class(method: str) -> type[RewardMethod]:
+    """The ``RewardMethod`` class that a config's ``method`` names: a registered name, or an import path
+    ``package.module:ClassName`` (a plug-in, imported here; its module is looked up on ``sys.path``, then in
+    the current directory). ConfigError, naming the value and what was expected, when it names nothing usable.
+    """
+    if ":" not in method:
+        cls = REGISTRY.get(method)
+        if cls is None:
+            known = ", ".join(sorted(REGISTRY))
+            raise ConfigError(
+                f"method={method!r}: unknown reward method {method!r}; expected a registered name ({known}) "
+                "or an import path package.module:ClassName naming a RewardMethod subclass"
+            )
+        return cls
+    module_name, _, attr = method.partition(":")
+    expected = "an import path package.module:ClassName naming a RewardMethod subclass"
+    if not all(part.isidentifier() for part in [*module_name.split("."), *attr.split(".")]):
+        raise ConfigError(f"method={method!r}: expected a registered name or {expected}")
+    module = _import_plugin_module(method, module_name)
+    obj: Any = module
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise ConfigError(
+                f"method={method!r}: module {module_name!r} has no attribute {attr!r}; expected {expected}"
+            )
+        obj = getattr(obj, part)
+    if not (inspect.isclass(obj) and issubclass(obj, RewardMethod)):
+        what = (
+            f"the class {obj.__module__}.{obj.__qualname__}"
+            if inspect.isclass(obj)
+            else f"an object of type {type(obj).__name__}"
+        )
+        raise ConfigError(
+            f"method={method!r}: {attr} is {what}, not a RewardMethod; expected a subclass of "
+            "corewarding.rewards.RewardMethod"
+        )
+    if inspect.isabstract(obj):
+        missing = ", ".join(sorted(obj.__abstractmethods__))
+        raise ConfigError(f"method={method!r}: {attr} is abstract (it does not implement {missing})")
+    name = getattr(obj, "name", None)
+    if not isinstance(name, str) or not name:
+        raise ConfigError(
+            f"method={method!r}: {attr} must set the class attribute name (a non-empty string that its "
+            "metrics, errors and default run directory use)"
+        )
+    return obj
+
+
+def _import_plugin_module(method: str, module_name: str) -> Any:
+    """Import a plug-in's module. The current directory is tried last (where ``python -m`` would have looked
+    first; a console script's ``sys.path`` lacks it) and stays on ``sys.path`` when the module is found there."""
+    try:
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError as err:
+        failure = err
+    cwd = os.getcwd()
+    if _is_the_module(failure, module_name) and cwd not in sys.path and "" not in sys.path:
+        sys.path.append(cwd)
+        try:
+            return importlib.import_module(module_name)
+        except ModuleNotFoundError as err:
+            failure = err
+            sys.path.remove(cwd)
+        except BaseException:
+            sys.path.remove(cwd)
+            raise
+    if _is_the_module(failure, module_name):
+        raise ConfigError(
+            f"method={method!r}: no module named {failure.name!r}; expected an importable module (installed, "
+            "on PYTHONPATH, or in the current directory) holding the RewardMethod subclass"
+        ) from failure
+    # the module is there but imports something missing
+    raise ConfigError(f"method={method!r}: importing module {module_name!r} failed: {failure}") from failure
+
+
+def _is_the_module(err: ModuleNotFoundError, module_name: str) -> bool:
+    """Whether ``err`` says ``module_name`` itself (or a package above it) is missing."""
+    return err.name is not None and (module_name + ".").startswith(err.name + ".")
+
+
 def get_reward_method(name: str, **options: Any) -> RewardMethod:
-    """Instantiate the method registered as ``name`` with ``options`` (ConfigError on unknown name/option)."""
-    cls = REGISTRY.get(name)
-    if cls is None:
-        known = ", ".join(sorted(REGISTRY))
-        raise ConfigError(f"method: unknown reward method {name!r}; known methods: {known}")
-    return cls(**options)
+    """Instantiate the method that ``name`` names (see ``method_class``) with ``options`` (ConfigError on an
+    unknown name or option)."""
+    return method_class(name)(**options)
 
 
 def check_answers_filled(

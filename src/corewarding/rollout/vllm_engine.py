@@ -50,7 +50,7 @@ import inspect
 import os
 import tempfile
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -231,10 +231,21 @@ def iter_full_weights(model, dtype: torch.dtype | None = None) -> Iterator[tuple
     construction order, identical on all ranks). Only one gathered parameter exists at a time here; a
     CPU-offloaded shard is moved to its mesh's device first, as NCCL cannot gather CPU tensors.
     Tied parameters are yielded once (``named_parameters`` deduplicates), under their first name.
+    A peft (LoRA) module yields its base model's weights with the active adapter merged in (``W + s·B·A``,
+    one tensor at a time; none merged while its adapters are disabled), under the base model's names.
     """
     module = _unwrap(model)
+    items: Iterable[tuple[str, torch.Tensor]] = (*module.named_parameters(), *_persistent_buffers(module))
+    from corewarding.training.lora import is_peft_model
+
+    if is_peft_model(module):
+        from corewarding.training import lora
+
+        base = module.get_base_model()
+        base_items = (*base.named_parameters(), *_persistent_buffers(base))
+        items = lora.merged_items(module, base_items, lora.current_adapter(module))
     with torch.no_grad():
-        for name, tensor in (*module.named_parameters(), *_persistent_buffers(module)):
+        for name, tensor in items:
             value = tensor.detach()
             if dtype is not None and value.is_floating_point() and value.dtype != dtype:
                 value = value.to(dtype)  # before the gather: half the traffic for an fp32 shard
@@ -409,7 +420,18 @@ class VLLMRolloutEngine:
         # a sharded policy's hub id goes to vLLM as it is: the sync below replaces the weights it loads
         if not sharded and not (source and (Path(source) / "config.json").is_file()):
             tmp = tempfile.TemporaryDirectory(prefix="corewarding-vllm-")
-            module.save_pretrained(tmp.name)
+            from corewarding.training.lora import is_peft_model
+
+            # a LoRA policy: its base model's files (the sync below loads the adapted weights)
+            if is_peft_model(module):
+                from corewarding.training import lora
+                from corewarding.training.checkpoint import export_pretrained
+
+                base = module.get_base_model()
+                dtype = next(p.dtype for p in base.parameters() if p.is_floating_point())
+                export_pretrained(base, Path(tmp.name), lora.merged_state_dict(module, None), dtype=dtype)
+            else:
+                module.save_pretrained(tmp.name)
             tokenizer.save_pretrained(tmp.name)
             source = tmp.name
         engine = cls.from_pretrained(

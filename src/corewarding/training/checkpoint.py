@@ -11,6 +11,12 @@
   ``torch.distributed.checkpoint`` (each process writes its shards). An unsharded teacher is a safetensors
   file. ``state.json`` holds the step and the data position.
 
+With LoRA (``model.lora.r > 0``) the export at the top is the base with the adapter merged in
+(``model.lora.merge_on_export``, the default; else only the tokenizer is there), the adapter itself is under
+``adapter/`` in peft's ``save_pretrained`` format (and an EMA teacher's under ``teacher/adapter/``), and the
+training state's ``model.safetensors`` / ``teacher.safetensors`` hold the adapters' tensors only: the frozen
+base is ``model.name_or_path``.
+
 ``COMPLETE`` is written last; a folder without it is ignored, so a run killed while saving resumes from the
 checkpoint before. Everything is loaded with ``weights_only=True`` (accelerate's default) or as safetensors.
 """

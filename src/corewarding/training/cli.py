@@ -1,7 +1,9 @@
 """``corewarding train CONFIG.yaml [key=value ...]``: GRPO training with one reward method.
 
 Runs on CPU, one GPU, or many processes under ``accelerate launch`` / ``torchrun``: the same command.
-Overrides are dotted (``trainer.total_steps=2``) or a unique leaf name (``total_steps=2``).
+Overrides are dotted (``trainer.total_steps=2``) or a unique leaf name (``total_steps=2``). ``method`` is a
+registered reward method or a plug-in's import path (``method=mypkg.rewards:MyReward``, a subclass of
+``corewarding.rewards.RewardMethod``; its own options go in ``method_options.NAME=VALUE``).
 """
 
 from __future__ import annotations
@@ -10,9 +12,14 @@ import argparse
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from corewarding.rewards import REGISTRY
+
     parser.add_argument("config", help="YAML config (see configs/)")
     parser.add_argument(
-        "overrides", nargs="*", help="key=value overrides, e.g. method=majority_vote total_steps=2"
+        "overrides",
+        nargs="*",
+        help="key=value overrides, e.g. method=majority_vote total_steps=2; method is a registered one "
+        f"({', '.join(sorted(REGISTRY))}) or a plug-in's import path package.module:ClassName",
     )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 

@@ -71,6 +71,15 @@ cache holds only the prompts. With ``rollout.engine=vllm`` the rollout phase is 
 budget. With ``rollout.sleep_between_steps`` vLLM releases that share while the policy trains; without it the
 share stays allocated for the whole run.
 
+LoRA (``model.lora.r > 0``): the frozen base is held once, in the compute dtype (no fp32 master copy, no
+optimizer state, no gradients); the adapters, their gradients and AdamW moments are counted at
+``r·(in + out)`` parameters per adapted projection (:func:`lora_parameter_count`). There is no reference copy
+(the base with adapters disabled) and no teacher copy: an EMA teacher is a second, fp32 adapter, a frozen
+teacher is the base itself. LoRA runs in one process or under DDP (the trainer refuses FSDP2 and ZeRO-3), so
+``auto`` on several GPUs means ddp and nothing is divided by the GPU count. The base in compute dtype
+makes the forward a 16-bit model's (no autocast weight cache, a 16-bit residual stream); each adapted
+projection adds its ``r``-wide intermediate to the activations.
+
 A GPU "fits" when the peak is at most ``(1 - margin)`` of its memory; the margin (10% by default) is for
 the CUDA context, NCCL buffers and allocator fragmentation, none of which is modelled. ``--gpu-memory-gb 80``
 means 80 GiB, what an "80 GB" card holds (A100: 81,920 MiB; H100: 81,559 MiB = 79.6 GiB, within the margin).
@@ -222,6 +231,34 @@ def parameter_count(shape: ModelShape) -> int:
     return parameter_breakdown(shape)["total"]
 
 
+LORA_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+def lora_parameter_count(shape: ModelShape, rank: int, targets: tuple[str, ...]) -> int:
+    """Adapter parameters: ``r·(in + out)`` for each adapted projection of every layer (``all-linear``: all
+    seven; ``lm_head`` counts ``r·(h + V)`` once). Names the plan does not know add nothing."""
+    h, i = shape.hidden_size, shape.intermediate_size
+    q, kv = shape.num_heads * shape.head_dim, shape.num_kv_heads * shape.head_dim
+    widths = {
+        "q_proj": h + q,
+        "k_proj": h + kv,
+        "v_proj": h + kv,
+        "o_proj": q + h,
+        "gate_proj": h + i,
+        "up_proj": h + i,
+        "down_proj": i + h,
+    }
+    names = set(LORA_PROJECTIONS) if "all-linear" in targets else set(targets)
+    per_layer = sum(w for name, w in widths.items() if name in names)
+    head = shape.hidden_size + shape.vocab_size if "lm_head" in names else 0
+    return rank * (shape.num_layers * per_layer + head)
+
+
+def lora_projection_count(targets: tuple[str, ...]) -> int:
+    """Adapted projections per layer (each keeps an r-wide intermediate for the backward)."""
+    return len(LORA_PROJECTIONS) if "all-linear" in targets else len(set(targets) & set(LORA_PROJECTIONS))
+
+
 # ----------------------------------------------------------------------------------------------- formulas
 def layer_activation_bytes(
     tokens: int,
@@ -324,6 +361,12 @@ class PlanSettings:
     gpu_memory_gib: float = 80.0
     margin: float = 0.1
     flash_attention: bool = True
+    lora_rank: int = 0  # model.lora.r; 0 = full fine-tuning
+    lora_targets: tuple[str, ...] = ()
+
+    @property
+    def lora(self) -> bool:
+        return self.lora_rank > 0
 
     @property
     def sharded(self) -> bool:
@@ -380,12 +423,20 @@ def settings_from_config(
     flash_attention: bool = True,
 ) -> PlanSettings:
     """Read a ``corewarding.config.Config`` into plan settings for ``gpus`` GPUs."""
-    from corewarding.rewards import REGISTRY
+    from corewarding.rewards import method_class
 
     if gpus < 1:
         raise ConfigError(f"--gpus {gpus}: expected a positive number of GPUs")
-    method = REGISTRY[cfg.method]
+    method = method_class(cfg.method)
+    lora_rank = cfg.model.lora.r
     resolved, reason = resolve_strategy(cfg.distributed.strategy, gpus, strategy)
+    if lora_rank > 0 and resolved in SHARDED_STRATEGIES:
+        if strategy is not None or cfg.distributed.strategy != "auto":
+            raise ConfigError(
+                f"model.lora.r={lora_rank} runs in one process or under DDP; the trainer refuses {resolved} "
+                "with LoRA (plan with --strategy ddp)"
+            )
+        resolved, reason = "ddp", f"distributed.strategy=auto on {gpus} GPUs with LoRA, assumed ddp"
     questions = math.ceil(cfg.trainer.batch_questions / gpus)
     views = 2 if method.needs_rephrased else 1
     return PlanSettings(
@@ -411,6 +462,8 @@ def settings_from_config(
         gpu_memory_gib=gpu_memory_gib,
         margin=margin,
         flash_attention=flash_attention,
+        lora_rank=lora_rank,
+        lora_targets=tuple(cfg.model.lora.target_modules) if lora_rank > 0 else (),
     )
 
 
@@ -519,6 +572,8 @@ def build_plan(shape: ModelShape, s: PlanSettings) -> MemoryPlan:
     breakdown = parameter_breakdown(shape)
     sb, cb, n, sharded = s.storage_bytes, s.compute_bytes, s.gpus, s.sharded
     rows: list[Row] = []
+    if s.lora:
+        return _finish_plan(shape, s, params, _lora_rows(shape, s, params))
 
     # held for the whole run
     rows.append(Row(HELD, "weights", f"policy weights ({s.storage_dtype})", shard(params * sb, n, sharded)))
@@ -578,8 +633,62 @@ def build_plan(shape: ModelShape, s: PlanSettings) -> MemoryPlan:
     rows.append(
         Row(TRAIN, "logprob_slice", "one fp32 slice being reduced", mb * min(LOGPROB_CHUNK, r) * v * 4)
     )
+    return _finish_plan(shape, s, params, rows)
 
-    # rollouts
+
+def _lora_rows(shape: ModelShape, s: PlanSettings, params: int) -> list[Row]:
+    """Held and training-step rows of a LoRA run (unsharded: one process or DDP)."""
+    sb, cb = s.storage_bytes, s.compute_bytes
+    adapters = lora_parameter_count(shape, s.lora_rank, s.lora_targets)
+    rows = [
+        Row(HELD, "lora_params", f"adapter parameters (r={s.lora_rank})", adapters, False, "count"),
+        Row(HELD, "weights", f"base weights, frozen ({s.compute_dtype})", params * cb),
+        Row(HELD, "adapters", f"adapter weights ({s.storage_dtype})", adapters * sb),
+        Row(HELD, "optimizer", f"AdamW moments, adapters only (2 × {s.storage_dtype})", 2 * adapters * sb),
+    ]
+    if s.has_teacher and s.teacher_ema:
+        rows.append(Row(HELD, "teacher", "teacher adapter, EMA (fp32) = KL reference", adapters * 4))
+    elif s.has_teacher:
+        rows.append(Row(HELD, "teacher", "teacher: base, adapters off (no copy)", 0))
+    elif s.kl_coef > 0:
+        rows.append(Row(HELD, "reference", "KL reference: base, adapters off (no copy)", 0))
+    if s.rollout_engine == "vllm" and not s.vllm_sleeps:
+        share = int(s.gpu_memory_utilization * s.gpu_bytes)
+        rows.append(Row(HELD, "vllm_share_held", "vLLM's share, not released (no sleep)", share))
+    rows.append(Row(TRAIN, "gradients", f"gradients, adapters only ({s.storage_dtype})", adapters * sb))
+    if sb > cb:
+        rows.append(
+            Row(TRAIN, "autocast_copies", f"autocast adapter copies ({s.compute_dtype})", adapters * cb)
+        )
+    # the base is in the compute dtype: a 16-bit model's activations (no autocast casts, 16-bit residual)
+    kwargs = {"residual_bytes": cb, "autocast": False, "flash_attention": s.flash_attention}
+    mb, seq = s.micro_batch_size, s.sequence_length
+    extra = shape.num_layers * seq * mb * s.lora_rank * cb * lora_projection_count(s.lora_targets)
+    on = activation_bytes(seq, mb, shape, cb, checkpointing=True, **kwargs) + extra // shape.num_layers
+    off = activation_bytes(seq, mb, shape, cb, checkpointing=False, **kwargs) + extra
+    ckpt = s.gradient_checkpointing
+    label = f"activations, checkpointing {'on' if ckpt else 'off'}"  # + the r-wide adapter intermediates
+    rows.append(Row(TRAIN, "activations", label, on if ckpt else off))
+    rows.append(
+        Row(
+            TRAIN,
+            "activations_alt",
+            f"(with checkpointing {'off' if ckpt else 'on'})",
+            off if ckpt else on,
+            False,
+        )
+    )
+    r, v = s.response_length, shape.vocab_size
+    rows.append(Row(TRAIN, "logits", f"logits b·(R+1)·V ({s.compute_dtype})", mb * (r + 1) * v * cb))
+    rows.append(Row(TRAIN, "logprob_slices", "fp32 log-prob slices kept for backward", mb * r * v * 4))
+    rows.append(
+        Row(TRAIN, "logprob_slice", "one fp32 slice being reduced", mb * min(LOGPROB_CHUNK, r) * v * 4)
+    )
+    return rows
+
+
+def _finish_plan(shape: ModelShape, s: PlanSettings, params: int, rows: list[Row]) -> MemoryPlan:
+    """Add the rollout phases to the held and training rows; sum each phase's peak."""
     vllm = None
     if s.rollout_engine == "vllm":
         share = int(s.gpu_memory_utilization * s.gpu_bytes)
@@ -676,7 +785,9 @@ def verdict(plan: MemoryPlan) -> str:
 
 # ----------------------------------------------------------------------------------------------- output
 _ROW_ORDER = [
+    "lora_params",
     "weights",
+    "adapters",
     "optimizer",
     "teacher",
     "reference",

@@ -90,6 +90,15 @@ def run(args: argparse.Namespace) -> int:
         f"{s.micro_batch_size} × ({s.prompt_length} + {s.response_length}) tokens; gradient checkpointing "
         f"{'on' if s.gradient_checkpointing else 'off'}; {'SDPA/flash' if s.flash_attention else 'eager'} attention",
         f"  {rollout}",
+        *(
+            [
+                f"  LoRA: r={s.lora_rank} on {', '.join(s.lora_targets)}: "
+                f"{mp.lora_parameter_count(shape, s.lora_rank, s.lora_targets):,} adapter parameters; frozen base "
+                f"in {s.compute_dtype}, no reference or teacher copy"
+            ]
+            if s.lora
+            else []
+        ),
         f"  GPU {s.gpu_memory_gib:g} GiB, {s.margin:.0%} kept free; activations are an estimate (what HF's "
         "decoder layer saves for backward); formulas in corewarding/training/memory_plan.py",
     ]

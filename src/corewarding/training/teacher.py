@@ -7,9 +7,11 @@ schedule from ``a_start`` down to ``a_end``: the teacher tracks the policy faste
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import warnings
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -80,6 +82,11 @@ class EMATeacher:
                 "barely move; pass dtype=torch.float32 to keep an fp32 teacher",
                 stacklevel=2,
             )
+
+    @contextlib.contextmanager
+    def active(self) -> Iterator[nn.Module]:
+        """The module that runs as the teacher, for one block (a separate copy: itself, as it is)."""
+        yield self.model
 
     def _paired(self, policy: nn.Module) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """(teacher tensor, policy tensor) for every parameter and buffer, matched by name."""
@@ -163,3 +170,92 @@ class EMATeacher:
         self.model.load_state_dict(state["model"])
         self.last_a = state.get("last_a")
         self.num_updates = int(state.get("num_updates", 0))
+
+
+class AdapterEMATeacher:
+    """Co-rewarding-II's teacher when the policy trains LoRA adapters (``model.lora.r > 0``).
+
+    No copy of the model: the teacher is the policy's own peft module run with other adapter weights.
+
+    * EMA on: a second adapter, ``teacher``, on the same base, created equal to the policy's adapter and
+      held in fp32 (a ≈ 1e-4 updates). ``update`` blends only adapter tensors, teacher ← (1 − a)·teacher +
+      a·policy, over ``A`` and ``B`` separately (the teacher is base + EMA adapter).
+    * EMA off (``teacher.ema=false``): the frozen teacher is the initial policy, which is the base with the
+      adapters disabled (the policy's adapter starts with ``B = 0``); there is no teacher adapter at all.
+
+    ``active()`` makes the module run as the teacher for one block (the teacher's adapter active, or the
+    adapters disabled) and restores the policy's adapter afterwards: the teacher's rollouts, its scoring
+    and its use as the KL reference all go through it. ``model`` is the shared peft module.
+    """
+
+    def __init__(
+        self,
+        policy: nn.Module,
+        ema_enabled: bool = True,
+        update_interval: int = 1,
+        a_start: float = 0.01,
+        a_end: float = 0.0001,
+    ) -> None:
+        from corewarding.training import lora
+
+        if not isinstance(update_interval, int) or isinstance(update_interval, bool) or update_interval < 1:
+            raise ConfigError(f"teacher.update_interval must be an integer >= 1, got {update_interval!r}")
+        for key, value in (("a_start", a_start), ("a_end", a_end)):
+            if not 0.0 <= value <= 1.0:
+                raise ConfigError(f"teacher.{key} must be in [0, 1], got {value!r}")
+        self.ema_enabled = bool(ema_enabled)
+        self.update_interval = update_interval
+        self.a_start = float(a_start)
+        self.a_end = float(a_end)
+        self.model = policy
+        self.adapter: str | None = lora.TEACHER if self.ema_enabled else None  # None: adapters disabled
+        if self.ema_enabled:
+            lora.add_teacher_adapter(policy, dtype=torch.float32)
+        self.last_a: float | None = None
+        self.num_updates = 0
+
+    @contextlib.contextmanager
+    def active(self) -> Iterator[nn.Module]:
+        """The shared module running as the teacher (no-grad use: the policy adapter is frozen inside)."""
+        from corewarding.training import lora
+
+        with lora.adapter_active(self.model, self.adapter):
+            yield self.model
+
+    def _pairs(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        from corewarding.training import lora
+
+        return lora.adapter_pairs(self.model)
+
+    @torch.no_grad()
+    def update(self, policy: nn.Module, step: int, total_steps: int) -> bool:
+        """Blend the policy's adapter into the teacher's (see :meth:`EMATeacher.update`)."""
+        if not self.ema_enabled:
+            self.last_a = 0.0
+            return False
+        if step % self.update_interval != 0:
+            return False
+        if policy is not self.model:
+            raise ValueError("the LoRA teacher averages the adapters of the peft module it was built on")
+        a = ema_coefficient(step, total_steps, self.a_start, self.a_end)
+        for teacher, src in self._pairs():
+            teacher.lerp_(src.detach().to(teacher.dtype), a)
+        self.last_a = a
+        self.num_updates += 1
+        return True
+
+    def adapter_state(self) -> dict[str, torch.Tensor]:
+        """The teacher adapter's tensors by parameter name (empty for the frozen teacher)."""
+        from corewarding.training import lora
+
+        if self.adapter is None:
+            return {}
+        return {n: p.detach() for n, p in lora.adapter_parameters(self.model, self.adapter)}
+
+    def load_adapter_state(self, state: dict[str, torch.Tensor], source: str) -> None:
+        from corewarding.training import lora
+
+        if self.adapter is None:
+            return
+        names = [n for n, _ in lora.adapter_parameters(self.model, self.adapter)]
+        lora.load_named(self.model, state, names, source)

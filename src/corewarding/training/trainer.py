@@ -44,7 +44,7 @@ from corewarding.training import checkpoint as ckpt
 from corewarding.training.grpo import group_advantages, policy_loss
 from corewarding.training.logprobs import PackedBatch, pack, response_forward
 from corewarding.training.precision import autocast, compute_dtype, storage_dtype
-from corewarding.training.run_log import RunLogger, truncate_metrics
+from corewarding.training.run_log import RunLogger, require_trackers, truncate_metrics
 from corewarding.training.sampler import StepSampler
 from corewarding.training.sharding import (
     deepspeed_launch,
@@ -56,7 +56,7 @@ from corewarding.training.sharding import (
     resolve_strategy,
     shard_fsdp2,
 )
-from corewarding.training.teacher import EMATeacher
+from corewarding.training.teacher import AdapterEMATeacher, EMATeacher
 
 Item = tuple[Question, Question | None]  # (original, rephrased twin or None)
 
@@ -106,23 +106,32 @@ def _quiet(logger_name: str) -> Iterator[None]:
         logger.setLevel(old)
 
 
-def _make_accelerator(deepspeed: bool):
-    """accelerate's processes and devices, with the precision left to the trainer (see ``__init__``).
+def _make_accelerator(deepspeed: bool, trackers: list[str] | None = None, run_dir: Path | None = None):
+    """accelerate's processes and devices, with the precision left to the trainer (see ``__init__``), and its
+    experiment ``trackers`` (``log_with``; TensorBoard's files under ``run_dir/tensorboard``).
 
     DeepSpeed is only driven with ``cpu=False``; on a machine without CUDA (DeepSpeed's CPU accelerator,
     what the tests run) accelerate then finds no backend and would report one process on every rank, so
     gloo is named explicitly.
     """
     from accelerate import Accelerator
-    from accelerate.utils import InitProcessGroupKwargs
+    from accelerate.utils import InitProcessGroupKwargs, ProjectConfiguration
 
     cuda = torch.cuda.is_available()
     handlers = [InitProcessGroupKwargs(backend="gloo")] if deepspeed and not cuda else []
+    tracking: dict[str, Any] = {}
+    if trackers:
+        logging_dir = str(run_dir / "tensorboard") if run_dir is not None else None
+        tracking = {
+            "log_with": list(trackers),
+            "project_config": ProjectConfiguration(logging_dir=logging_dir),
+        }
     return Accelerator(
         cpu=not cuda and not deepspeed,
         step_scheduler_with_optimizer=False,
         mixed_precision=None if deepspeed else "no",
         kwargs_handlers=handlers,
+        **tracking,
     )
 
 
@@ -153,7 +162,10 @@ class Trainer:
         # which needs it in its own config. Without a GPU, cpu=True is what lets accelerate run several CPU
         # processes over gloo; the scheduler steps once per optimizer step whatever the number of processes.
         launch_precision = os.environ.get("ACCELERATE_MIXED_PRECISION")
-        self.accelerator = accelerator or _make_accelerator(deepspeed_launch())
+        # trainer.loggers' trackers (accelerate's), checked before anything loads: a missing package is a
+        # ConfigError naming the extra to install
+        self.trackers = require_trackers(cfg.trainer.loggers)
+        self.accelerator = accelerator or _make_accelerator(deepspeed_launch(), self.trackers, cfg.run_dir)
         acc = self.accelerator
         self.strategy = resolve_strategy(cfg.distributed.strategy, acc)
         self.storage_dtype = storage_dtype(cfg.model.dtype)
@@ -180,12 +192,12 @@ class Trainer:
 
     # ------------------------------------------------------------------ setup
     def _reward_options(self) -> dict[str, Any]:
-        from corewarding.rewards import REGISTRY
+        """The ``reward.*`` keys the method accepts, and its own ``method_options``."""
+        from corewarding.rewards import method_class
 
-        cls = REGISTRY.get(self.cfg.method)
-        accepted = getattr(cls, "option_defaults", {}) if cls else {}
+        accepted = method_class(self.cfg.method).option_defaults
         opts = {k: v for k, v in asdict(self.cfg.reward).items() if k in accepted}
-        return opts
+        return {**opts, **self.cfg.method_options}
 
     @property
     def uses_pairs(self) -> bool:
@@ -225,8 +237,18 @@ class Trainer:
         from corewarding.rollout.factory import make_engine
 
         cfg, acc = self.cfg, self.accelerator
+        # LoRA (model.lora.r > 0): only adapters train, so the frozen base is held in the compute dtype (no
+        # fp32 master copy of it) and the adapters in the storage dtype; see corewarding.training.lora
+        self.lora = cfg.model.lora.r > 0
+        if self.lora:
+            from corewarding.training import lora
+
+            lora.require_peft()
+            lora.require_unsharded(self.strategy)
         model, self.tokenizer = load_model_and_tokenizer(
-            cfg.model.name_or_path, device=acc.device, dtype=self.storage_dtype
+            cfg.model.name_or_path,
+            device=acc.device,
+            dtype=self.compute_dtype if self.lora else self.storage_dtype,
         )
         self.items = self._filter_long_prompts(self.items)
         checkpointing = cfg.model.gradient_checkpointing or (
@@ -238,14 +260,27 @@ class Trainer:
         # teacher-forced passes run each distinct prompt once and share its KV cache with its G responses;
         # gradient checkpointing keeps no cache in training, so it runs whole sequences
         self._share_prompts = not checkpointing
+        if self.lora:
+            model = lora.apply_lora(model, cfg.model.lora, self.storage_dtype)
         model.train()
         # the teacher and the reference are copies of the initial policy, made before any sharding; the EMA
         # teacher accumulates a ≈ 1e-4 updates, so it stays fp32; frozen copies may run in compute dtype
         # under ZeRO-3 the policy was loaded already partitioned, so the copies are loaded the same way
         zero3 = self.strategy == "deepspeed"
-        self.teacher: EMATeacher | None = None
+        self.teacher: EMATeacher | AdapterEMATeacher | None = None
         self.ref_model = None
-        if self.method.needs_teacher:
+        # LoRA: no second model. The KL reference is the policy's own module with its adapters disabled (the
+        # base = the initial policy), or run as the teacher for Co-rewarding-II (see _reference)
+        self._lora_reference = self.lora and cfg.grpo.kl_coef > 0
+        if self.method.needs_teacher and self.lora:
+            self.teacher = AdapterEMATeacher(
+                model,
+                ema_enabled=cfg.teacher.ema,
+                update_interval=cfg.teacher.update_interval,
+                a_start=cfg.teacher.a_start,
+                a_end=cfg.teacher.a_end,
+            )
+        elif self.method.needs_teacher:
             self.teacher = EMATeacher(
                 model,
                 ema_enabled=cfg.teacher.ema,
@@ -257,7 +292,7 @@ class Trainer:
             )
             if cfg.grpo.kl_coef > 0:
                 self.ref_model = self.teacher.model  # the paper: the teacher is also the KL reference
-        elif cfg.grpo.kl_coef > 0:
+        elif cfg.grpo.kl_coef > 0 and not self.lora:
             reference = self._load_copy() if zero3 else copy.deepcopy(model).to(self.compute_dtype)
             self.ref_model = reference.eval().requires_grad_(False)
 
@@ -295,6 +330,10 @@ class Trainer:
         self.policy = acc.unwrap_model(self.model)
         if zero3:
             self._partition_frozen_models()
+        if self.lora:
+            # the training state holds the adapters only (the base is model.name_or_path, unchanged)
+            acc.register_save_state_pre_hook(self._lora_save_hook)
+            acc.register_load_state_pre_hook(self._lora_load_hook)
         if engine_factory is not None:
             self.engine = engine_factory(self.policy, self.tokenizer)
         else:
@@ -350,6 +389,8 @@ class Trainer:
         cfg = self.cfg
         decay, no_decay = [], []
         for name, p in model.named_parameters():
+            if not p.requires_grad:  # LoRA: the frozen base
+                continue
             (no_decay if p.ndim < 2 or "norm" in name else decay).append(p)
         return torch.optim.AdamW(
             [
@@ -416,7 +457,10 @@ class Trainer:
         # partitions can only be gathered through DeepSpeed, for the block)
         gathered = self.cfg.rollout.engine == "hf" or self.strategy == "deepspeed"
         gather = full_parameters(module) if gathered else contextlib.nullcontext()
-        with gather, self._compute():
+        # a LoRA teacher is the policy's module with the teacher's adapter (or none) active for the block,
+        # also while an engine that keeps its own copy (vLLM) syncs from it; a separate teacher copy: a no-op
+        teacher = self.teacher.active() if role == "teacher" else contextlib.nullcontext()  # type: ignore[union-attr]
+        with gather, teacher, self._compute():
             if self._engine_holds != role:
                 self.engine.sync_weights(module)
                 self._engine_holds = role
@@ -554,6 +598,14 @@ class Trainer:
         batch = pack([rollouts[i] for i in mb], self.pad_id).to(device)
         temperature = cfg.rollout.temperature
         with self._compute():
+            # the reference first, without gradient: under LoRA it is the policy's own module run with other
+            # adapter weights, which must be back to the policy's before the policy's forward and backward
+            ref_lp = None
+            with torch.no_grad(), self._reference() as reference:
+                if reference is not None:
+                    ref_lp = response_forward(
+                        reference, batch, temperature=temperature, share_prompts=self._share_prompts
+                    ).logprobs
             fo = response_forward(
                 self.model,
                 batch,
@@ -561,12 +613,6 @@ class Trainer:
                 with_stats=not self.method.needs_token_stats,
                 share_prompts=self._share_prompts,
             )
-            ref_lp = None
-            if self.ref_model is not None:
-                with torch.no_grad():
-                    ref_lp = response_forward(
-                        self.ref_model, batch, temperature=temperature, share_prompts=self._share_prompts
-                    ).logprobs
         if old is not None:
             old_lp = self._padded([old[i]["logprobs"] for i in mb], fo.logprobs)
         else:
@@ -590,6 +636,24 @@ class Trainer:
         if fo.entropy is not None:
             stats.update(_masked_means(batch, token_entropy=fo.entropy, self_certainty=fo.self_certainty))
         return loss, stats
+
+    @contextlib.contextmanager
+    def _reference(self) -> Iterator[Any]:
+        """The KL reference for one no-grad block (None without KL). LoRA: the policy's own module, in eval
+        mode (no adapter dropout), run as the teacher (Co-rewarding-II: its adapter, or none when frozen) or
+        with its adapters disabled (the base, which is the initial policy: adapters start with B = 0)."""
+        if not self._lora_reference:
+            yield self.ref_model
+            return
+        from corewarding.training import lora
+
+        with lora.eval_mode(self.policy):
+            if self.teacher is not None:
+                with self.teacher.active() as module:
+                    yield module
+            else:
+                with lora.adapter_active(self.policy, None):
+                    yield self.policy
 
     @staticmethod
     def _padded(rows: list[torch.Tensor], like: torch.Tensor) -> torch.Tensor:
@@ -718,10 +782,12 @@ class Trainer:
         logger = (
             RunLogger(
                 self.run_dir,
-                cfg.trainer.loggers if acc.is_main_process else [],
+                acc,
+                self.trackers,
                 OmegaConf.to_container(OmegaConf.structured(cfg)),
-                cfg.trainer.run_name or cfg.method,
+                self.run_dir.name,
                 cfg.trainer.wandb_project,
+                resume=start > 0,
             )
             if acc.is_main_process
             else None
@@ -729,9 +795,11 @@ class Trainer:
         sampler = StepSampler(self.items, cfg.trainer.batch_questions, cfg.trainer.seed, cfg.data.shuffle)
         total = cfg.trainer.total_steps
         last_val: dict[str, float] | None = None
+        self.last_validation: tuple[int, dict[str, float]] | None = None  # (step, figures): model cards
         if start == 0 and cfg.validation.before_training and self.val_questions:
             _seed_all(cfg.trainer.seed)
             last_val = self.validate()
+            self.last_validation = (0, last_val)
             if logger:
                 logger.log(0, last_val)
         bar = tqdm(
@@ -805,6 +873,7 @@ class Trainer:
                 metrics["dist/param_spread"] = self._param_spread()
             if cfg.trainer.val_every and self.val_questions and done % cfg.trainer.val_every == 0:
                 last_val = self.validate()
+                self.last_validation = (done, last_val)
                 metrics.update(last_val)
             self._write_samples(done, groups, scores)
             if logger:
@@ -831,6 +900,10 @@ class Trainer:
 
             plot_run(self.run_dir)
         acc.wait_for_everyone()
+        if cfg.trainer.push_to_hub and acc.is_main_process:
+            from corewarding.reporting.push import push_final_checkpoint
+
+            push_final_checkpoint(self.run_dir, cfg)
         return TrainResult(self.run_dir, total, metrics, last_val)
 
     # ------------------------------------------------------------------ checkpoints
@@ -866,17 +939,59 @@ class Trainer:
             extra = {"data_position": sampler_pos, "method": self.cfg.method, "strategy": self.strategy}
             ckpt.write_state_json(state_dir, step, extra)
             export = resolve_dtype(self.cfg.trainer.export_dtype, "cpu")
-            ckpt.export_pretrained(self.policy, staging, policy_full, self.tokenizer, export)
-            if self.teacher is not None:
+            if self.lora:
+                self._export_lora(staging, export)
+            else:
+                ckpt.export_pretrained(self.policy, staging, policy_full, self.tokenizer, export)
+            if self.teacher is not None and not self.lora:
                 ckpt.export_pretrained(self.teacher.model, staging / "teacher", teacher_full, dtype=export)
+            from corewarding.reporting.model_card import write_model_card
+
+            validation = getattr(self, "last_validation", None)
+            write_model_card(
+                staging, self.cfg, step, validation=validation, messages=self.items[0][0].messages
+            )
         acc.wait_for_everyone()
         if acc.is_main_process:
             ckpt.publish(self.run_dir, step, self.cfg.trainer.keep_checkpoints)
         acc.wait_for_everyone()
 
+    def _export_lora(self, staging: Path, dtype: torch.dtype) -> None:
+        """LoRA checkpoints: the policy's adapter in peft's format under ``adapter/`` and, with
+        ``model.lora.merge_on_export``, the merged model (base + adapter) as the Hugging Face export at the
+        top; the EMA teacher the same way under ``teacher/`` (a frozen LoRA teacher is the base itself)."""
+        from corewarding.training import lora
+
+        merge = self.cfg.model.lora.merge_on_export
+        base = self.policy.get_base_model()
+        lora.save_adapter(self.policy, lora.POLICY, staging / lora.ADAPTER_DIR)
+        if merge:
+            merged = lora.merged_state_dict(self.policy, lora.POLICY, dtype)
+            ckpt.export_pretrained(base, staging, merged, self.tokenizer, dtype)
+        else:
+            self.tokenizer.save_pretrained(staging)
+        if isinstance(self.teacher, AdapterEMATeacher) and self.teacher.adapter is not None:
+            (staging / "teacher").mkdir(parents=True, exist_ok=True)
+            lora.save_adapter(self.policy, self.teacher.adapter, staging / "teacher" / lora.ADAPTER_DIR)
+            if merge:
+                merged = lora.merged_state_dict(self.policy, self.teacher.adapter, dtype)
+                ckpt.export_pretrained(base, staging / "teacher", merged, dtype=dtype)
+
+    def _lora_save_hook(self, models, weights, output_dir) -> None:
+        """accelerate's save_state writes the adapters only: the frozen base is model.name_or_path."""
+        from corewarding.training import lora
+
+        weights[:] = [{k: v.to("cpu", copy=True) for k, v in lora.trainable_state(self.policy).items()}]
+
+    def _lora_load_hook(self, models, input_dir) -> None:
+        """accelerate's load_state skips the model; :meth:`load_state` loads the adapters by name."""
+        models.clear()
+
     def _teacher_state(self) -> dict[str, torch.Tensor]:
         """The teacher's full-precision state dict (gathered on the main process when sharded)."""
         assert self.teacher is not None
+        if isinstance(self.teacher, AdapterEMATeacher):  # its adapter's tensors only (none when frozen)
+            return {k: v.to("cpu", copy=True) for k, v in self.teacher.adapter_state().items()}
         model = self.teacher.model
         if self.strategy == "fsdp2":
             state = full_state_dict(model)
@@ -904,6 +1019,16 @@ class Trainer:
         """Restore weights, optimizer, scheduler, RNG and teacher from ``state_dir`` (a collective)."""
         acc = self.accelerator
         acc.load_state(str(state_dir))
+        if self.lora:
+            from corewarding.training import lora
+
+            source = state_dir / "model.safetensors"
+            names = list(lora.trainable_state(self.policy))
+            lora.load_named(self.policy, ckpt.load_tensors(source), names, str(source))
+            if isinstance(self.teacher, AdapterEMATeacher):
+                source = state_dir / ckpt.TEACHER_FILE
+                self.teacher.load_adapter_state(ckpt.load_tensors(source), str(source))
+            return
         if self.strategy == "fsdp2":
             import torch.distributed.checkpoint as dcp
             from torch.distributed.checkpoint.state_dict import set_model_state_dict, set_state_dict
