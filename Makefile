@@ -10,16 +10,22 @@ TEST_STAMP := $(VENV)/.installed-test
 TORCH_SPEC ?= torch==2.13.0
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: demo test lint install base clean
+.PHONY: demo test lint install base lock clean
 
-# scripts/install_venv.py: uv when it can (with pip's own index settings), else pip
-$(DEMO_STAMP): pyproject.toml scripts/install_venv.py
-	$(PYTHON) scripts/install_venv.py $(VENV) "$(TORCH_SPEC)" .
+# scripts/install_venv.py: the versions pinned in requirements/*.lock, with uv when it can (given pip's
+# own index settings), else pip
+$(DEMO_STAMP): pyproject.toml requirements/demo.lock scripts/install_venv.py
+	$(PYTHON) scripts/install_venv.py $(VENV) "$(TORCH_SPEC)" . requirements/demo.lock
 	@touch $@
 
-$(TEST_STAMP): pyproject.toml scripts/install_venv.py
-	$(PYTHON) scripts/install_venv.py $(VENV) "$(TORCH_SPEC)" ".[test]"
+$(TEST_STAMP): pyproject.toml requirements/test.lock scripts/install_venv.py
+	$(PYTHON) scripts/install_venv.py $(VENV) "$(TORCH_SPEC)" ".[test]" requirements/test.lock
 	@touch $@ $(DEMO_STAMP)
+
+# re-pin requirements/*.lock after changing dependencies in pyproject.toml
+lock: $(DEMO_STAMP)
+	$(PYTHON) scripts/install_venv.py --compile $(VENV) - requirements/demo.lock
+	$(PYTHON) scripts/install_venv.py --compile $(VENV) test requirements/test.lock
 
 install: $(TEST_STAMP)
 

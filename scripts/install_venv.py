@@ -1,7 +1,14 @@
 #!/usr/bin/env python3
 """Build the project's virtual environment: ``make`` runs this when ``.venv`` is missing or stale.
 
-    python3 scripts/install_venv.py VENV TORCH_SPEC PACKAGE_SPEC
+    python3 scripts/install_venv.py VENV TORCH_SPEC PACKAGE_SPEC LOCK_FILE
+    python3 scripts/install_venv.py --compile VENV EXTRA LOCK_FILE    (``make lock``)
+
+The lock files (``requirements/demo.lock``, ``requirements/test.lock``) pin every dependency except torch
+to the versions the tests passed with, so a fresh machine installs exactly those; ``--compile`` rewrites
+one from ``pyproject.toml`` with uv's resolver (torch held at the venv's own version, so the lock holds
+no CUDA packages when the venv's torch is a CPU build). ``tests/test_lock_files.py`` fails when
+``pyproject.toml`` asks for something a lock does not satisfy.
 
 Installs with uv when it can, because pip spends most of a first ``make demo`` resolving and unpacking
 (measured on a 2-core machine with local package indexes: 41 s with pip, 13 s with uv including
@@ -72,15 +79,49 @@ def install(python: str, requirements: list[str]) -> None:
         sys.exit(f"installing {' '.join(requirements)} failed")
 
 
+def compile_lock(python: str, extra: str, lock: Path) -> None:
+    """Resolve ``pyproject.toml`` (with ``extra`` unless it is ``-``) into ``lock``, torch left out."""
+    torch_version = subprocess.run(
+        [python, "-c", "import torch; print(torch.__version__)"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    held = lock.with_suffix(".torch.tmp")
+    held.write_text(f"torch=={torch_version}\n")
+    cmd, env = uv_command(python, pip_settings(python))
+    cmd[cmd.index("install")] = "compile"
+    at = cmd.index("--python")
+    del cmd[at : at + 2]  # compile resolves for --python-version, not for the venv
+    cmd += ["pyproject.toml", "--python-version", "3.11", "--constraint", str(held)]
+    cmd += ["--no-emit-package", "torch", "--no-annotate", "--no-header", "-q", "-o", str(lock)]
+    if extra != "-":
+        cmd += ["--extra", extra]
+    try:
+        if not run(cmd, env=env):
+            sys.exit(f"could not resolve pyproject.toml into {lock}")
+    finally:
+        held.unlink(missing_ok=True)
+    header = (
+        f"# make lock: {'pyproject.toml' if extra == '-' else f'pyproject.toml [{extra}]'} resolved with torch "
+        f"{torch_version} held (torch itself is installed from TORCH_SPEC, not from here)\n"
+    )
+    lock.write_text(header + lock.read_text())
+
+
 def main() -> None:
-    if len(sys.argv) != 4:
+    if len(sys.argv) == 5 and sys.argv[1] == "--compile":
+        root, extra, lock = Path(sys.argv[2]), sys.argv[3], Path(sys.argv[4])
+        python = str(root / "bin" / "python")
+        if subprocess.run([python, "-m", "uv", "--version"], capture_output=True).returncode != 0:
+            run([python, "-m", "pip", "install", "-q", "uv"])
+        compile_lock(python, extra, lock)
+        return
+    if len(sys.argv) != 5:
         sys.exit(__doc__)
-    root, torch_spec, package = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
+    root, torch_spec, package, lock = Path(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
     python = str(root / "bin" / "python")
     if not Path(python).exists():
         venv.create(root, with_pip=True)
     has_torch = subprocess.run([python, "-c", "import torch"], capture_output=True).returncode == 0
-    install(python, ([] if has_torch else [torch_spec]) + ["-e", package])
+    install(python, ["-r", lock] + ([] if has_torch else [torch_spec]) + ["-e", package])
 
 
 if __name__ == "__main__":
