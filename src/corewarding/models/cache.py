@@ -5,6 +5,8 @@ from __future__ import annotations
 import functools
 import inspect
 
+import torch
+
 
 def cache_keyword(model) -> str:
     """``cache`` where the model's forward takes it (recent transformers 5), else ``past_key_values``.
@@ -30,3 +32,21 @@ def output_cache(output):
     ``past_key_values`` warns), ``output.past_key_values`` in older ones."""
     cache = output.get("cache") if hasattr(output, "get") else None
     return cache if cache is not None else output.past_key_values
+
+
+def is_plain_cache(cache, rows: int | None = None) -> bool:
+    """A ``DynamicCache`` of plain per-layer key/value tensors (``rows`` of them, when given): the only
+    kind whose rows can be copied to other rows or dropped. Sliding-window, hybrid, recurrent and
+    quantized caches are not, and the callers fall back to running whole sequences."""
+    layers = getattr(cache, "layers", None)
+    if type(cache).__name__ != "DynamicCache" or not layers:
+        return False
+    for layer in layers:
+        if type(layer).__name__ != "DynamicLayer":
+            return False
+        keys, values = getattr(layer, "keys", None), getattr(layer, "values", None)
+        if not (isinstance(keys, torch.Tensor) and isinstance(values, torch.Tensor)):
+            return False
+        if rows is not None and keys.shape[0] != rows:
+            return False
+    return True

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from corewarding.data.prompting import prompt_token_ids
-from corewarding.models.cache import cache_keyword, output_cache
+from corewarding.models.cache import cache_keyword, is_plain_cache, output_cache
 from corewarding.rollout.types import Rollout, SamplingParams
 
 
@@ -154,16 +154,9 @@ class HFRolloutEngine:
             logits_to_keep=1,
         )
         cache = output_cache(out)
-        layers = getattr(cache, "layers", None)
-        if type(cache).__name__ != "DynamicCache" or not layers:
+        if not is_plain_cache(cache, rows=len(distinct)):
             return None
-        for layer in layers:
-            keys, values = getattr(layer, "keys", None), getattr(layer, "values", None)
-            if not (isinstance(keys, torch.Tensor) and isinstance(values, torch.Tensor)):
-                return None
-            if keys.shape[0] != len(distinct):
-                return None
-        for layer in layers:
+        for layer in cache.layers:
             layer.keys = layer.keys.index_select(0, rows)
             layer.values = layer.values.index_select(0, rows)
         return cache
@@ -246,7 +239,7 @@ class HFRolloutEngine:
         it was measured faster: on CPU. ``decode`` forces one path."""
         if self.decode == "generate" or cache is None:
             return False
-        if any(type(layer).__name__ != "DynamicLayer" for layer in cache.layers):
+        if not is_plain_cache(cache):
             return False
         return self.decode == "compact" or self.device.type == "cpu"
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
-from corewarding.models.cache import cache_keyword, output_cache
+from corewarding.models.cache import cache_keyword, is_plain_cache, output_cache
 from corewarding.rollout.types import Rollout
 
 
@@ -216,11 +216,9 @@ def _shared_prompt_logits(
         logits_to_keep=1,
     )
     cache = output_cache(first)
-    layers = getattr(cache, "layers", None)
-    if type(cache).__name__ != "DynamicCache" or not layers:
+    if not is_plain_cache(cache):
         return None
-    if any(type(layer).__name__ != "DynamicLayer" for layer in layers):
-        return None
+    layers = cache.layers
     prompt_kv = [(layer.keys, layer.values) for layer in layers]
     lengths = batch.response_mask.sum(dim=1).long().tolist()
     device = batch.input_ids.device

@@ -612,28 +612,28 @@ def build_plan(shape: ModelShape, s: PlanSettings) -> MemoryPlan:
     mb, seq = s.micro_batch_size, s.sequence_length
     on = activation_bytes(seq, mb, shape, cb, checkpointing=True, **kwargs)
     off = activation_bytes(seq, mb, shape, cb, checkpointing=False, **kwargs)
-    ckpt = s.gradient_checkpointing
-    rows.append(
-        Row(
-            TRAIN, "activations", f"activations, checkpointing {'on' if ckpt else 'off'}", on if ckpt else off
-        )
-    )
-    rows.append(
+    rows += _activation_and_logit_rows(shape, s, on, off)
+    return _finish_plan(shape, s, params, rows)
+
+
+def _activation_and_logit_rows(shape: ModelShape, s: PlanSettings, on: int, off: int) -> list[Row]:
+    """The training step's activations (``on``/``off``: with and without checkpointing) and logit rows."""
+    ckpt, mb, cb = s.gradient_checkpointing, s.micro_batch_size, s.compute_bytes
+    label = f"activations, checkpointing {'on' if ckpt else 'off'}"
+    r, v = s.response_length, shape.vocab_size
+    return [
+        Row(TRAIN, "activations", label, on if ckpt else off),
         Row(
             TRAIN,
             "activations_alt",
             f"(with checkpointing {'off' if ckpt else 'on'})",
             off if ckpt else on,
             False,
-        )
-    )
-    r, v = s.response_length, shape.vocab_size
-    rows.append(Row(TRAIN, "logits", f"logits b·(R+1)·V ({s.compute_dtype})", mb * (r + 1) * v * cb))
-    rows.append(Row(TRAIN, "logprob_slices", "fp32 log-prob slices kept for backward", mb * r * v * 4))
-    rows.append(
-        Row(TRAIN, "logprob_slice", "one fp32 slice being reduced", mb * min(LOGPROB_CHUNK, r) * v * 4)
-    )
-    return _finish_plan(shape, s, params, rows)
+        ),
+        Row(TRAIN, "logits", f"logits b·(R+1)·V ({s.compute_dtype})", mb * (r + 1) * v * cb),
+        Row(TRAIN, "logprob_slices", "fp32 log-prob slices kept for backward", mb * r * v * 4),
+        Row(TRAIN, "logprob_slice", "one fp32 slice being reduced", mb * min(LOGPROB_CHUNK, r) * v * 4),
+    ]
 
 
 def _lora_rows(shape: ModelShape, s: PlanSettings, params: int) -> list[Row]:
@@ -666,25 +666,8 @@ def _lora_rows(shape: ModelShape, s: PlanSettings, params: int) -> list[Row]:
     extra = shape.num_layers * seq * mb * s.lora_rank * cb * lora_projection_count(s.lora_targets)
     on = activation_bytes(seq, mb, shape, cb, checkpointing=True, **kwargs) + extra // shape.num_layers
     off = activation_bytes(seq, mb, shape, cb, checkpointing=False, **kwargs) + extra
-    ckpt = s.gradient_checkpointing
-    label = f"activations, checkpointing {'on' if ckpt else 'off'}"  # + the r-wide adapter intermediates
-    rows.append(Row(TRAIN, "activations", label, on if ckpt else off))
-    rows.append(
-        Row(
-            TRAIN,
-            "activations_alt",
-            f"(with checkpointing {'off' if ckpt else 'on'})",
-            off if ckpt else on,
-            False,
-        )
-    )
-    r, v = s.response_length, shape.vocab_size
-    rows.append(Row(TRAIN, "logits", f"logits b·(R+1)·V ({s.compute_dtype})", mb * (r + 1) * v * cb))
-    rows.append(Row(TRAIN, "logprob_slices", "fp32 log-prob slices kept for backward", mb * r * v * 4))
-    rows.append(
-        Row(TRAIN, "logprob_slice", "one fp32 slice being reduced", mb * min(LOGPROB_CHUNK, r) * v * 4)
-    )
-    return rows
+    # the activations include the r-wide adapter intermediates
+    return rows + _activation_and_logit_rows(shape, s, on, off)
 
 
 def _finish_plan(shape: ModelShape, s: PlanSettings, params: int, rows: list[Row]) -> MemoryPlan:
