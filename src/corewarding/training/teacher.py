@@ -33,6 +33,19 @@ def ema_coefficient(step: int, total_steps: int, a_start: float = 0.01, a_end: f
     return a_end + 0.5 * (a_start - a_end) * (1.0 + math.cos(math.pi * t / total_steps))
 
 
+def _set_schedule(teacher, ema_enabled: bool, update_interval: int, a_start: float, a_end: float) -> None:
+    """Validate and store the EMA schedule settings both teacher kinds share."""
+    if not isinstance(update_interval, int) or isinstance(update_interval, bool) or update_interval < 1:
+        raise ConfigError(f"teacher.update_interval must be an integer >= 1, got {update_interval!r}")
+    for key, value in (("a_start", a_start), ("a_end", a_end)):
+        if not 0.0 <= value <= 1.0:
+            raise ConfigError(f"teacher.{key} must be in [0, 1], got {value!r}")
+    teacher.ema_enabled = bool(ema_enabled)
+    teacher.update_interval = update_interval
+    teacher.a_start = float(a_start)
+    teacher.a_end = float(a_end)
+
+
 class EMATeacher:
     """A frozen copy of the policy, updated in place as teacher ← (1 − a)·teacher + a·policy.
 
@@ -58,15 +71,7 @@ class EMATeacher:
         device: torch.device | str | None = None,
         model: nn.Module | None = None,
     ) -> None:
-        if not isinstance(update_interval, int) or isinstance(update_interval, bool) or update_interval < 1:
-            raise ConfigError(f"teacher.update_interval must be an integer >= 1, got {update_interval!r}")
-        for key, value in (("a_start", a_start), ("a_end", a_end)):
-            if not 0.0 <= value <= 1.0:
-                raise ConfigError(f"teacher.{key} must be in [0, 1], got {value!r}")
-        self.ema_enabled = bool(ema_enabled)
-        self.update_interval = update_interval
-        self.a_start = float(a_start)
-        self.a_end = float(a_end)
+        _set_schedule(self, ema_enabled, update_interval, a_start, a_end)
         # ``model``: a copy of the policy built by the caller (under ZeRO-3 it is loaded already partitioned,
         # which a deepcopy of the partitioned policy would not be)
         self.model = model if model is not None else copy.deepcopy(policy)
@@ -198,15 +203,7 @@ class AdapterEMATeacher:
     ) -> None:
         from corewarding.training import lora
 
-        if not isinstance(update_interval, int) or isinstance(update_interval, bool) or update_interval < 1:
-            raise ConfigError(f"teacher.update_interval must be an integer >= 1, got {update_interval!r}")
-        for key, value in (("a_start", a_start), ("a_end", a_end)):
-            if not 0.0 <= value <= 1.0:
-                raise ConfigError(f"teacher.{key} must be in [0, 1], got {value!r}")
-        self.ema_enabled = bool(ema_enabled)
-        self.update_interval = update_interval
-        self.a_start = float(a_start)
-        self.a_end = float(a_end)
+        _set_schedule(self, ema_enabled, update_interval, a_start, a_end)
         self.model = policy
         self.adapter: str | None = lora.TEACHER if self.ema_enabled else None  # None: adapters disabled
         if self.ema_enabled:
