@@ -54,3 +54,13 @@ def test_hostile_answers_neither_win_nor_break_the_vote() -> None:
     big = "9^{9^{9^{9^{9}}}}"
     assert vote([big, "3", "3.0"]) == ("3", 2)
     assert vote([big, big, "3"]) == (big, 2)  # identical strings still agree, without evaluation
+
+
+def test_a_class_counts_votes_not_spellings() -> None:
+    # 7 has two votes in one spelling; 5 has four votes in two spellings ("5.0" once, "5" three times): the
+    # count is 4. Counting spellings instead of votes would report 2, and elect 5 over three votes for 7.
+    assert vote(["7", "7", "5.0", "5", "5", "5"]) == ("5.0", 4)
+    assert vote(["7", "7", "7", "5.0", "5"]) == ("7", 3)
+    # the same votes spread over more spellings than the winner has votes
+    assert vote(["1", "1", "1", "0.5", "1/2", "\\frac12", "2/4"]) == ("0.5", 4)
+    assert batch_vote([["7", "7", "5.0", "5", "5", "5"], ["2", "3", "3"]]) == [("5.0", 4), ("3", 2)]

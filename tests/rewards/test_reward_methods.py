@@ -253,3 +253,31 @@ def test_self_supervised_rewards_ignore_gold(method):
     assert right.rewards == wrong.rewards == absent.rewards
     assert right.pseudo_labels == wrong.pseudo_labels == absent.pseudo_labels
     assert any(r for row in right.rewards for r in row)  # a non-trivial case
+
+
+# ---------------------------------------------------------------- silence is never rewarded
+
+
+@pytest.mark.parametrize("exact_vote", [False, True])
+def test_no_answer_never_matches_a_missing_label_in_any_voting_method(exact_vote):
+    """A group whose voters all stayed silent has no label; a silent rollout must not "match" it. With the
+    paper's exact-string rule this is where a naive ``pred == label`` would reward None == None."""
+    silent = [None, None, None]
+    mv = run("majority_vote", [group(silent)], exact_vote=exact_vote)
+    assert mv.pseudo_labels == [None] and mv.rewards == [[0.0, 0.0, 0.0]]
+    ci = run(
+        "co_rewarding_i",
+        [group([None, "4", None], view="original"), group(silent, view="rephrased")],
+        exact_vote=exact_vote,
+    )
+    # the original view's silent rollouts face the rephrased view's missing label; the rephrased view's
+    # silent rollouts face label "4"
+    assert ci.pseudo_labels == [None, "4"]
+    assert ci.rewards == [[0.0, 0.0, 0.0], [0.0, 0.0, 0.0]]
+    cii = run("co_rewarding_ii", [group([None, "2", None], teacher=silent)], exact_vote=exact_vote)
+    assert cii.pseudo_labels == [None] and cii.rewards == [[0.0, 0.0, 0.0]]
+    # and blank boxes are silence too (\boxed{} and \boxed{ })
+    blank = group(["", " ", "3"])
+    assert blank.answers[:2] == [None, None]
+    out = run("majority_vote", [blank], exact_vote=exact_vote)
+    assert out.pseudo_labels == ["3"] and out.rewards == [[0.0, 0.0, 1.0]]
