@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -124,11 +125,11 @@ def test_clear_one_line_errors(tmp_path: Path, capsys: pytest.CaptureFixture) ->
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"p": "1", "g": "1"}\n{"p": "2", "g": \n')
     err = _error(["grade", str(bad), "--pred-field", "p", "--gold-field", "g"], capsys)
-    assert f"{bad}:2:" in err and "not valid JSON" in err
+    assert f"{bad}: line 2:" in err and "not valid JSON" in err
 
     lacking = _write(tmp_path / "lacking.jsonl", [{"p": "1", "g": "1"}, {"p": "1", "g": "1"}, {"p": "2"}])
     err = _error(["grade", str(lacking), "--pred-field", "p", "--gold-field", "g"], capsys)
-    assert f"{lacking}:3:" in err and "missing field 'g'" in err
+    assert f"{lacking}: line 3:" in err and "missing field 'g'" in err
 
     typed = _write(tmp_path / "typed.jsonl", [{"p": "1", "g": ["1"]}])
     err = _error(["grade", str(typed), "--pred-field", "p", "--gold-field", "g"], capsys)
@@ -138,5 +139,83 @@ def test_clear_one_line_errors(tmp_path: Path, capsys: pytest.CaptureFixture) ->
 def test_read_rows_raises_data_error(tmp_path: Path) -> None:
     path = tmp_path / "list.jsonl"
     path.write_text("[1, 2]\n")
-    with pytest.raises(DataError, match=r"list\.jsonl:1: expected a JSON object"):
+    with pytest.raises(DataError, match=r"list\.jsonl: line 1: expected a JSON object"):
         grading.read_rows(path, "p", "g")
+
+
+def test_bytes_that_are_not_utf8_name_file_and_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    path = tmp_path / "latin1.jsonl"
+    path.write_bytes(b'{"p": "1", "g": "1"}\n{"p": "caf\xe9", "g": "1"}\n{"p": "2", "g": "2"}\n')
+    err = _error(["grade", str(path), "--pred-field", "p", "--gold-field", "g"], capsys)
+    assert f"{path}: line 2:" in err and "UTF-8" in err
+    assert not path.with_name("latin1.graded.jsonl").exists()
+
+
+def test_torn_last_line_is_dropped_and_reported(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = tmp_path / "torn.jsonl"
+    path.write_text('{"p": "1", "g": "1"}\n{"p": "2", "g": "2"}\n{"p": "3", "g"')
+    with caplog.at_level(logging.WARNING):
+        summary = _grade(path, "p", "g")
+    assert (summary["rows"], summary["correct"]) == (2, 2)
+    assert "torn last line" in caplog.text and "torn.jsonl" in caplog.text
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "nan", "inf", "abc"])
+def test_timeout_must_be_a_positive_number(value: str, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    path = _write(tmp_path / "p.jsonl", [{"p": "1", "g": "1"}])
+    with pytest.raises(SystemExit) as exc:
+        main(["grade", str(path), "--pred-field", "p", "--gold-field", "g", "--timeout", value])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert err.strip().splitlines()[-1] == (
+        f"corewarding grade: error: argument --timeout: {value!r}: expected a positive number"
+    )
+
+
+@pytest.fixture
+def no_grading(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Grading must not start when an output cannot be written."""
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("grading started")
+
+    monkeypatch.setattr("corewarding.answers.equivalence.batch_equivalent", refuse)
+
+
+def test_outputs_in_the_way_fail_before_grading(
+    tmp_path: Path, capsys: pytest.CaptureFixture, no_grading: None
+) -> None:
+    path = _write(tmp_path / "p.jsonl", [{"p": "1", "g": "1"}])
+    argv = ["grade", str(path), "--pred-field", "p", "--gold-field", "g"]
+
+    folder = tmp_path / "folder.jsonl"
+    folder.mkdir()
+    err = _error([*argv, "--output", str(folder)], capsys)
+    assert "--output" in err and "is a folder" in err
+
+    blocker = tmp_path / "blocker"
+    blocker.write_text("x")
+    err = _error([*argv, "--output", str(blocker / "graded.jsonl")], capsys)
+    assert "regular file" in err and str(blocker) in err
+
+    (tmp_path / "p.graded.jsonl").mkdir()  # the default output is taken by a folder
+    err = _error(argv, capsys)
+    assert "the graded file" in err and "is a folder" in err
+
+    (tmp_path / "g.summary.json").mkdir()
+    err = _error([*argv, "--output", str(tmp_path / "g.jsonl")], capsys)
+    assert "the summary file" in err and "is a folder" in err
+    assert not (tmp_path / "g.jsonl").exists()
+
+
+def test_output_that_is_the_input_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture, no_grading: None
+) -> None:
+    path = _write(tmp_path / "p.jsonl", [{"p": "1", "g": "1"}])
+    before = path.read_bytes()
+    err = _error(
+        ["grade", str(path), "--pred-field", "p", "--gold-field", "g", "--output", str(path)], capsys
+    )
+    assert "is the input file" in err
+    assert path.read_bytes() == before

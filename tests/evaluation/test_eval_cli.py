@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import pytest
 
@@ -152,9 +153,9 @@ def test_bad_options_are_one_line_errors(tiny_model_dir, tmp_path, capsys):
     assert main([*base, "--benchmarks", "nope"]) == 2
     assert "neither a known benchmark" in capsys.readouterr().err
     assert main([*base, "--benchmarks", "aime24", "--n-for", "aime24=two"]) == 2
-    assert "--n-for aime24=two: expected an integer" in capsys.readouterr().err
-    assert main([*base, "--benchmarks", "aime24", "--n", "0"]) == 2
-    assert main([*base, "--benchmarks", "aime24", "--top-p", "0"]) == 2
+    assert "--n-for aime24=two: expected a positive integer" in capsys.readouterr().err
+    assert main([*base, "--benchmarks", "aime24", "--n-for", "aime24=0"]) == 2
+    assert "--n-for aime24=0: expected a positive integer" in capsys.readouterr().err
 
 
 def test_vllm_engine_without_vllm_is_a_clear_error(tiny_model_dir, tmp_path, capsys):
@@ -194,3 +195,199 @@ def test_solve_command_with_a_real_model(tiny_model_dir, capsys):
     text = capsys.readouterr().out.splitlines()
     assert [line.split(":")[0] for line in text[:3]] == ["sample 0", "sample 1", "sample 2"]
     assert text[-1].startswith("answer: ") and "/3 samples agree" in text[-1]
+
+
+# ---------------------------------------------------------------- hostile input, before any model loads
+
+
+def _argparse_error(argv: list[str], capsys) -> str:
+    """Run ``argv``, which must fail in argparse: exit 2, no traceback; return the error line."""
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    return err.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "expected"),
+    [
+        ("--chunk-size", "0", "a positive integer"),
+        ("--n", "0", "a positive integer"),
+        ("--limit", "-1", "a positive integer"),
+        ("--batch-size", "0", "a positive integer"),
+        ("--max-new-tokens", "0", "a positive integer"),
+        ("--top-k", "-1", "an integer ≥ 0"),
+        ("--seed", "-1", "a seed"),
+        ("--seed", "1.5", "a seed"),
+        ("--temperature", "-0.1", "a temperature ≥ 0"),
+        ("--temperature", "nan", "a temperature ≥ 0"),
+        ("--top-p", "0", "a fraction in (0, 1]"),
+        ("--top-p", "1.5", "a fraction in (0, 1]"),
+        ("--gpu-memory-utilization", "inf", "a fraction in (0, 1]"),
+    ],
+)
+def test_eval_numeric_options_are_argparse_errors(option, value, expected, tmp_path, capsys):
+    argv = ["eval", "--model", "m", "--benchmarks", "aime24", "--out", str(tmp_path / "e")]
+    line = _argparse_error([*argv, f"{option}={value}"], capsys)
+    assert line.startswith("corewarding eval: error: argument") and option in line and expected in line
+    assert not (tmp_path / "e").exists()
+
+
+@pytest.mark.parametrize(("option", "value"), [("--n", "0"), ("--temperature", "-1"), ("--top-p", "nan")])
+def test_solve_numeric_options_are_argparse_errors(option, value, capsys):
+    line = _argparse_error(["solve", "--model", "m", "q", f"{option}={value}"], capsys)
+    assert line.startswith("corewarding solve: error: argument") and option in line
+
+
+def test_numeric_options_accept_their_edges():
+    """0 is greedy, top-p 1 is no nucleus cut, top-k 0 is no top-k: all valid."""
+    from corewarding.cli import build_parser
+
+    args = build_parser().parse_args(
+        ["eval", "--model", "m", "--temperature", "0", "--top-p", "1", "--top-k", "0", "--seed", "4294967295"]
+    )
+    assert (args.temperature, args.top_p, args.top_k, args.seed) == (0.0, 1.0, 0, 2**32 - 1)
+    params = eval_cli.sampling_from_args(args)
+    assert (params.temperature, params.top_p, params.seed) == (0.0, 1.0, 2**32 - 1)
+
+
+class ConstantEngine:
+    """Answers every prompt with ``\\boxed{1}``; counts the prompts it was asked about."""
+
+    def __init__(self):
+        self.prompts = 0
+
+    def generate(self, prompts, n, sampling):
+        from corewarding.rollout.types import Rollout
+
+        self.prompts += len(prompts)
+        return [
+            Rollout(prompt_ids=[1], response_ids=[2, 3], text="\\boxed{1}", prompt_index=i)
+            for i in range(len(prompts))
+            for _ in range(n)
+        ]
+
+    def sync_weights(self, model):
+        pass
+
+
+@pytest.fixture
+def fake_engine(monkeypatch):
+    """Replaces model loading: ``built`` lists each engine made, so a test can prove none was."""
+    built: list[ConstantEngine] = []
+
+    def build(args):
+        built.append(ConstantEngine())
+        return built[-1]
+
+    monkeypatch.setattr(eval_cli, "build_engine", build)
+    return built
+
+
+@pytest.fixture
+def bench(tmp_path):
+    path = tmp_path / "bench.jsonl"
+    path.write_text(
+        "".join(json.dumps({"problem": f"What is {i}-{i - 1}?", "answer": "1"}) + "\n" for i in (1, 2))
+    )
+    return path
+
+
+def _eval(bench, out, *extra: str) -> list[str]:
+    return [
+        "eval",
+        "--model",
+        "m",
+        "--benchmarks",
+        str(bench),
+        "--out",
+        str(out),
+        "--n",
+        "2",
+        "--quiet",
+        *extra,
+    ]
+
+
+def _one_line_error(argv: list[str], capsys) -> str:
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "Traceback" not in err
+    return err
+
+
+def test_fake_engine_run_writes_results(bench, tmp_path, fake_engine):
+    out = tmp_path / "e"
+    assert main(_eval(bench, out)) == 0
+    entry = json.loads((out / "results.json").read_text())["benchmarks"]["bench"]
+    assert entry["metrics"]["avg@2"] == 1.0 and entry["new_samples"] == 4
+    assert fake_engine[0].prompts == 2
+
+
+def test_out_that_is_a_regular_file_fails_before_the_model_loads(bench, tmp_path, fake_engine, capsys):
+    out = tmp_path / "taken"
+    out.write_text("not a folder")
+    err = _one_line_error(_eval(bench, out), capsys)
+    assert "--out" in err and str(out) in err and "is a regular file" in err
+    err = _one_line_error(_eval(bench, out / "below"), capsys)
+    assert "regular file" in err
+    assert out.read_text() == "not a folder" and fake_engine == []
+
+
+@pytest.mark.parametrize(
+    ("make", "expected"),
+    [
+        (lambda out: (out / "samples").write_text("x"), "samples folder"),
+        (lambda out: (out / "results.json").mkdir(), "results.json"),
+        (lambda out: (out / "settings.json").mkdir(), "settings.json"),
+        (lambda out: (out / "samples").mkdir() or (out / "samples" / "bench.jsonl").mkdir(), "'bench'"),
+    ],
+)
+def test_outputs_in_the_way_fail_before_the_model_loads(bench, tmp_path, fake_engine, capsys, make, expected):
+    out = tmp_path / "e"
+    out.mkdir()
+    make(out)
+    err = _one_line_error(_eval(bench, out), capsys)
+    assert expected in err and ("regular file" in err or "is a folder" in err)
+    assert fake_engine == []
+
+
+def test_samples_that_are_not_utf8_name_file_and_line(bench, tmp_path, fake_engine, capsys):
+    out = tmp_path / "e"
+    assert main(_eval(bench, out)) == 0
+    capsys.readouterr()
+    samples = out / "samples" / "bench.jsonl"
+    lines = samples.read_bytes().splitlines(keepends=True)
+    samples.write_bytes(lines[0] + lines[1].replace(b"boxed", b"box\xffed") + b"".join(lines[2:]))
+    err = _one_line_error(_eval(bench, out), capsys)
+    assert f"{samples}: line 2:" in err and "UTF-8" in err
+    assert len(fake_engine) == 1  # only the first run loaded a model
+
+
+def test_damaged_settings_stop_the_run_unless_overwrite(bench, tmp_path, fake_engine, capsys):
+    out = tmp_path / "e"
+    assert main(_eval(bench, out)) == 0
+    capsys.readouterr()
+    settings = out / "settings.json"
+    for damage in (b'{"sampling": {"temperature": 0.8\xff}}', b"{not json", b"[]", b'{"sampling": 3}'):
+        settings.write_bytes(damage)
+        err = _one_line_error(_eval(bench, out), capsys)
+        assert str(settings) in err and "--overwrite" in err
+    assert len(fake_engine) == 1
+    assert main(_eval(bench, out, "--overwrite")) == 0
+    assert json.loads(settings.read_text())["sampling"]["temperature"] == 0.8
+    assert fake_engine[-1].prompts == 2  # --overwrite discarded the samples and drew them again
+
+
+def test_damaged_results_are_rebuilt_with_a_warning(bench, tmp_path, fake_engine, caplog):
+    out = tmp_path / "e"
+    assert main(_eval(bench, out)) == 0
+    results = out / "results.json"
+    results.write_bytes(b'{"benchmarks": {"bench": \xff')
+    with caplog.at_level(logging.WARNING):
+        assert main(_eval(bench, out)) == 0
+    assert str(results) in caplog.text and "rebuilding" in caplog.text
+    entry = json.loads(results.read_text())["benchmarks"]["bench"]
+    assert (entry["reused_samples"], entry["new_samples"]) == (4, 0)

@@ -1,75 +1,86 @@
-"""Per-sample JSONL: crash-tolerant reading, appending after a torn line, atomic rewrites."""
+"""Per-sample JSONL under the one file policy: torn last line dropped, damage elsewhere named by line."""
 
 from __future__ import annotations
 
 import json
+import logging
 
 import pytest
 
 from corewarding.errors import DataError
+from corewarding.evaluation import records
 from corewarding.evaluation.evaluate import Completion
-from corewarding.evaluation.records import (
-    SampleAppender,
-    completion_to_row,
-    read_samples,
-    write_json_atomic,
-    write_jsonl_atomic,
-)
+from corewarding.evaluation.records import completion_to_row, read_samples
+from corewarding.files import JsonlAppender, atomic_write_jsonl
 
 
 def _c(qid: str, i: int, text: str = "x") -> Completion:
     return Completion(question_id=qid, sample_index=i, completion=text, num_tokens=3, truncated=i % 2 == 1)
 
 
+def _line(c: Completion) -> str:
+    return json.dumps(completion_to_row(c)) + "\n"
+
+
 def test_round_trip_and_missing_file(tmp_path):
     path = tmp_path / "s.jsonl"
-    assert read_samples(path) == ([], 0)
-    with SampleAppender(path, 0, golds={"a": "5"}) as app:
-        app.append([_c("a", 0), _c("a", 1, "é \\boxed{5}")])
-        app.append([_c("b", 0)])
-    rows, valid = read_samples(path)
+    assert read_samples(path) == []
+    with JsonlAppender(path) as app:
+        app.write([completion_to_row(_c("a", 0), "5"), completion_to_row(_c("a", 1, "é \\boxed{5}"), "5")])
+        app.write([completion_to_row(_c("b", 0))])
+    rows = read_samples(path)
     assert [(c.question_id, c.sample_index, c.completion, c.truncated) for c in rows] == [
         ("a", 0, "x", False),
         ("a", 1, "é \\boxed{5}", True),
         ("b", 0, "x", False),
     ]
-    assert valid == path.stat().st_size
     first = json.loads(path.read_text().splitlines()[0])
     assert first["gold"] == "5" and first["answer"] is None and first["correct"] is None
 
 
-def test_torn_last_line_is_dropped_and_cut_before_appending(tmp_path):
+def test_torn_last_line_is_dropped_reported_and_cut_before_appending(tmp_path, caplog):
     path = tmp_path / "s.jsonl"
-    good = json.dumps(completion_to_row(_c("a", 0))) + "\n"
-    torn = json.dumps(completion_to_row(_c("a", 1)))[:25]
-    path.write_text(good + torn)
-    rows, valid = read_samples(path)
+    good = _line(_c("a", 0))
+    path.write_bytes(good.encode() + _line(_c("a", 1)).encode()[:25] + b"\xff")  # torn mid-write
+    with caplog.at_level(logging.WARNING):
+        rows = read_samples(path)
     assert [(c.question_id, c.sample_index) for c in rows] == [("a", 0)]
-    assert valid == len(good.encode())
-    # a complete JSON object without its newline is also an unfinished write
-    path.write_text(good + json.dumps(completion_to_row(_c("a", 1))))
-    assert len(read_samples(path)[0]) == 1
+    assert "torn last line" in caplog.text and "s.jsonl" in caplog.text
 
-    with SampleAppender(path, valid) as app:
-        app.append([_c("a", 1, "new")])
-    rows, _ = read_samples(path)
-    assert [(c.sample_index, c.completion) for c in rows] == [(0, "x"), (1, "new")]
-    assert all(json.loads(line) for line in path.read_text().splitlines())
+    with JsonlAppender(path) as app:
+        app.write([completion_to_row(_c("a", 1, "new"))])
+    assert [(c.sample_index, c.completion) for c in read_samples(path)] == [(0, "x"), (1, "new")]
+    assert path.read_text().endswith("\n") and all(json.loads(x) for x in path.read_text().splitlines())
+
+
+def test_whole_unterminated_last_record_is_kept_and_terminated_by_the_appender(tmp_path):
+    path = tmp_path / "s.jsonl"
+    path.write_text(_line(_c("a", 0)) + _line(_c("a", 1)).rstrip("\n"))
+    assert [c.sample_index for c in read_samples(path)] == [0, 1]
+    with JsonlAppender(path) as app:
+        app.write([completion_to_row(_c("a", 2))])
+    assert [c.sample_index for c in read_samples(path)] == [0, 1, 2]
 
 
 def test_duplicates_keep_the_first(tmp_path):
     path = tmp_path / "s.jsonl"
-    write_jsonl_atomic(
+    atomic_write_jsonl(
         path, [completion_to_row(_c("a", 0, "first")), completion_to_row(_c("a", 0, "second"))]
     )
-    rows, _ = read_samples(path)
-    assert [c.completion for c in rows] == ["first"]
+    assert [c.completion for c in read_samples(path)] == ["first"]
 
 
 def test_corrupt_line_in_the_middle_names_file_and_line(tmp_path):
     path = tmp_path / "s.jsonl"
-    path.write_text(json.dumps(completion_to_row(_c("a", 0))) + "\n{broken\n" + "{}\n")
-    with pytest.raises(DataError, match=r"s\.jsonl, line 2: not valid JSON"):
+    path.write_text(_line(_c("a", 0)) + "{broken\n" + _line(_c("a", 1)))
+    with pytest.raises(DataError, match=r"s\.jsonl: line 2: not valid JSON"):
+        read_samples(path)
+
+
+def test_bytes_that_are_not_utf8_name_file_and_line(tmp_path):
+    path = tmp_path / "s.jsonl"
+    path.write_bytes(_line(_c("a", 0)).encode() + b'{"question_id": "a\xff"}\n' + _line(_c("a", 1)).encode())
+    with pytest.raises(DataError, match=r"s\.jsonl: line 2: bytes that are not UTF-8"):
         read_samples(path)
 
 
@@ -84,13 +95,12 @@ def test_corrupt_line_in_the_middle_names_file_and_line(tmp_path):
 )
 def test_bad_fields_are_reported(tmp_path, row, field):
     path = tmp_path / "s.jsonl"
-    path.write_text(json.dumps(row) + "\n")
-    with pytest.raises(DataError, match=rf"line 1: field '{field}'"):
+    path.write_text(_line(_c("a", 0)) + json.dumps(row) + "\n")
+    with pytest.raises(DataError, match=rf"s\.jsonl: line 2: field '{field}'"):
         read_samples(path)
 
 
-def test_atomic_json_leaves_no_temporary_files(tmp_path):
-    write_json_atomic(tmp_path / "deep" / "r.json", {"a": 1})
-    write_json_atomic(tmp_path / "deep" / "r.json", {"a": 2})
-    assert json.loads((tmp_path / "deep" / "r.json").read_text()) == {"a": 2}
-    assert [p.name for p in (tmp_path / "deep").iterdir()] == ["r.json"]
+def test_no_private_file_writers_or_appenders_are_left():
+    """The one file policy lives in corewarding.files; records only maps completions to rows."""
+    for name in ("write_text_atomic", "write_json_atomic", "write_jsonl_atomic", "SampleAppender"):
+        assert not hasattr(records, name), name

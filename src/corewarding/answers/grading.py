@@ -15,13 +15,18 @@ Writes ``FILE.graded.jsonl`` (each input row plus ``pred_answer``, ``gold_answer
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
-from corewarding.errors import DataError
+from corewarding.arguments import POSITIVE_FLOAT
+from corewarding.errors import ConfigError, DataError
+from corewarding.files import (
+    atomic_write_json,
+    atomic_write_jsonl,
+    read_jsonl,
+    require_output_file,
+    same_file,
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -38,7 +43,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="use the gold field as written, even when it looks like a solution",
     )
-    parser.add_argument("--timeout", type=float, default=2.0, help="seconds per comparison (default 2)")
+    parser.add_argument(
+        "--timeout", type=POSITIVE_FLOAT, default=2.0, help="seconds per comparison (default 2)"
+    )
     parser.add_argument(
         "--output",
         type=Path,
@@ -54,20 +61,24 @@ def run(args: argparse.Namespace) -> int:
 
     path: Path = args.file
     rows = read_rows(path, args.pred_field, args.gold_field)
+    output = args.output or graded_path(path)
+    summary_path = output.with_name(output.name.removesuffix(".jsonl") + ".summary.json")
+    check_outputs(path, output, summary_path, "--output" if args.output else "the graded file")
+
     preds = [prediction_answer(row[args.pred_field], args.extract) for row in rows]
     golds = [gold_answer(row[args.gold_field], args.gold_as_is) for row in rows]
-
     with tqdm(total=len(rows), desc="grading", unit="answer", disable=None) as bar:
         verdicts = batch_equivalent(
             list(zip(preds, golds, strict=True)), timeout=args.timeout, progress=bar.update
         )
 
-    output = args.output or graded_path(path)
-    graded = [
-        {**row, "pred_answer": pred, "gold_answer": gold, "correct": verdict}
-        for row, pred, gold, verdict in zip(rows, preds, golds, verdicts, strict=True)
-    ]
-    write_atomic(output, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in graded))
+    atomic_write_jsonl(
+        output,
+        (
+            {**row, "pred_answer": pred, "gold_answer": gold, "correct": verdict}
+            for row, pred, gold, verdict in zip(rows, preds, golds, verdicts, strict=True)
+        ),
+    )
     correct = sum(verdicts)
     summary = {
         "file": str(path),
@@ -81,44 +92,48 @@ def run(args: argparse.Namespace) -> int:
         "accuracy": correct / len(rows) if rows else 0.0,
         "no_prediction": sum(p is None for p in preds),
     }
-    summary_path = output.with_name(output.name.removesuffix(".jsonl") + ".summary.json")
-    write_atomic(summary_path, json.dumps(summary, indent=2) + "\n")
+    atomic_write_json(summary_path, summary)
     print(f"accuracy {summary['accuracy']:.4f} ({correct}/{len(rows)}) -> {output}")
     return 0
 
 
+def check_outputs(source: Path, output: Path, summary_path: Path, setting: str) -> None:
+    """Refuse, before grading, outputs that cannot be written or that would replace the input file.
+
+    Grading a large file takes minutes (each comparison may run to ``--timeout``), so a folder in the way
+    or an unwritable location must fail first; and ``--output FILE.jsonl`` pointing at the input would
+    silently overwrite the predictions with their grades.
+    """
+    for target, name in ((output, setting), (summary_path, "the summary file")):
+        if same_file(target, source):
+            raise ConfigError(f"{name} {str(target)!r} is the input file; choose another --output")
+        require_output_file(target, name)
+
+
 def read_rows(path: Path, pred_field: str, gold_field: str) -> list[dict[str, Any]]:
-    """The JSONL rows, each checked to hold both fields; a ``DataError`` names the file, line and field."""
-    if not path.is_file():
+    """The JSONL rows, each checked to hold both fields; a ``DataError`` names the file, line and field.
+
+    The file is read under :func:`corewarding.files.read_jsonl`'s rule: a torn last line (a writer cut
+    short) is dropped with a warning; bad JSON or non-UTF-8 bytes anywhere else is an error.
+    """
+    if not path.exists():
         raise DataError(f"{path}: no such file")
-    rows = []
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise DataError(
-                    f"{path}:{number}: not valid JSON ({err.msg} at column {err.colno})"
-                ) from None
-            if not isinstance(row, dict):
-                raise DataError(f"{path}:{number}: expected a JSON object, got {type(row).__name__}")
-            for name in (pred_field, gold_field):
-                if name not in row:
-                    raise DataError(f"{path}:{number}: missing field {name!r} (fields: {', '.join(row)})")
-            pred, gold = row[pred_field], row[gold_field]
-            if pred is not None and not isinstance(pred, str | int | float):
-                raise DataError(
-                    f"{path}:{number}: field {pred_field!r} is a {type(pred).__name__}; "
-                    "expected a string or a number"
-                )
-            if gold is None or isinstance(gold, bool) or not isinstance(gold, str | int | float):
-                raise DataError(
-                    f"{path}:{number}: field {gold_field!r} is {gold!r:.60}; expected a string or a number"
-                )
-            rows.append(row)
-    return rows
+    if not path.is_file():
+        raise DataError(f"{path}: not a regular file; expected a JSONL file of predictions")
+    contents = read_jsonl(path, "one prediction record per line")
+    for row, number in zip(contents.rows, contents.line_numbers, strict=True):
+        where = f"{path}: line {number}"
+        for name in (pred_field, gold_field):
+            if name not in row:
+                raise DataError(f"{where}: missing field {name!r} (fields: {', '.join(row)})")
+        pred, gold = row[pred_field], row[gold_field]
+        if pred is not None and not isinstance(pred, str | int | float):
+            raise DataError(
+                f"{where}: field {pred_field!r} is a {type(pred).__name__}; expected a string or a number"
+            )
+        if gold is None or isinstance(gold, bool) or not isinstance(gold, str | int | float):
+            raise DataError(f"{where}: field {gold_field!r} is {gold!r:.60}; expected a string or a number")
+    return contents.rows
 
 
 def prediction_answer(value: str | float | None, extract: bool) -> str | None:
@@ -146,19 +161,3 @@ def graded_path(path: Path) -> Path:
     """``FILE.jsonl`` -> ``FILE.graded.jsonl`` in the same folder."""
     stem = path.name.removesuffix(".jsonl")
     return path.with_name(f"{stem}.graded.jsonl")
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write via a temporary file in the same folder and ``os.replace``: readers never see half a file."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as err:
-        raise DataError(f"{path}: cannot write ({err.strerror})") from None
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -5,6 +5,21 @@ samples k completions per question with the training prompt (system prompt + que
 model's chat template), scores them with the same answer engine as the rewards, prints a table and
 writes ``<out>/results.json`` plus ``<out>/samples/<benchmark>.jsonl``. Re-running with the same ``--out``
 resumes: finished samples are reused and only the missing ones are drawn.
+
+Files in ``--out`` and what a damaged one means (the rules of :mod:`corewarding.files` apply throughout):
+
+- ``samples/<benchmark>.jsonl`` is the record of truth. A torn last line (a crash mid-append) is dropped
+  with a warning and sampled again; any other damage, including bytes that are not UTF-8, is an error
+  naming the file and line, since guessing could silently lose or mix samples.
+- ``settings.json`` guards the samples against being mixed with samples drawn under other settings, so it
+  is not rebuilt when damaged: the run stops naming it, unless ``--overwrite`` is given (then it is
+  written afresh, as when ``--overwrite`` changes the settings).
+- ``results.json`` is only a summary of the sample files. When it cannot be read it is rebuilt with a
+  warning: the chosen benchmarks are rescored from their samples, and entries of other benchmarks are
+  left out until eval is rerun on them (which samples nothing new).
+
+Every output location is checked before the model is loaded, so a regular file where the folder (or a
+folder where a file) belongs is one error line, not a crash after hours of sampling.
 """
 
 from __future__ import annotations
@@ -12,13 +27,21 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import logging
 import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from corewarding.errors import ConfigError
+from corewarding.arguments import (
+    NONNEGATIVE_INT,
+    OPEN_FRACTION,
+    POSITIVE_INT,
+    SEED,
+    TEMPERATURE,
+)
+from corewarding.errors import ConfigError, DataError
 from corewarding.evaluation.benchmarks import (
     DEFAULT_BENCHMARKS,
     REGISTRY,
@@ -26,6 +49,11 @@ from corewarding.evaluation.benchmarks import (
     parse_assignments,
     resolve_benchmarks,
 )
+
+if TYPE_CHECKING:
+    from corewarding.evaluation.evaluate import Completion
+
+log = logging.getLogger(__name__)
 
 # Settings that change what a sample is; samples drawn under other values must not be reused.
 SAMPLING_KEYS = ("model", "temperature", "top_p", "top_k", "max_new_tokens")
@@ -41,25 +69,27 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--engine", choices=("hf", "vllm"), default="hf", help="transformers (default) or vLLM")
     g.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     g.add_argument("--dtype", default="auto", help="auto (bf16 on GPU, fp32 on CPU), bf16, fp16, fp32")
-    g.add_argument("--batch-size", type=int, default=64, help="sequences per generate call (hf engine)")
-    g.add_argument("--seed", type=int, default=0, help="sampling seed")
-    g.add_argument("--gpu-memory-utilization", type=float, default=0.85, help="vLLM's share of GPU memory")
+    g.add_argument(
+        "--batch-size", type=POSITIVE_INT, default=64, help="sequences per generate call (hf engine)"
+    )
+    g.add_argument("--seed", type=SEED, default=0, help="sampling seed")
+    g.add_argument(
+        "--gpu-memory-utilization",
+        type=OPEN_FRACTION,
+        default=0.85,
+        help="vLLM's share of GPU memory, in (0, 1]",
+    )
     s = parser.add_argument_group("sampling")
-    s.add_argument("--temperature", type=float, default=0.8, help="0 = greedy (default 0.8)")
-    s.add_argument("--top-p", type=float, default=1.0)
-    s.add_argument("--top-k", type=int, default=0, help="0 = no top-k")
-    s.add_argument("--max-new-tokens", type=int, default=3072)
+    s.add_argument("--temperature", type=TEMPERATURE, default=0.8, help="0 = greedy (default 0.8)")
+    s.add_argument("--top-p", type=OPEN_FRACTION, default=1.0, help="nucleus mass in (0, 1] (default 1)")
+    s.add_argument("--top-k", type=NONNEGATIVE_INT, default=0, help="0 = no top-k")
+    s.add_argument("--max-new-tokens", type=POSITIVE_INT, default=3072)
 
 
 def sampling_from_args(args: argparse.Namespace):
+    """The sampling settings of the parsed options (their domains are checked by their argparse types)."""
     from corewarding.rollout.types import SamplingParams
 
-    if args.max_new_tokens < 1:
-        raise ConfigError(f"--max-new-tokens must be >= 1, got {args.max_new_tokens}")
-    if args.temperature < 0:
-        raise ConfigError(f"--temperature must be >= 0, got {args.temperature}")
-    if not 0 < args.top_p <= 1:
-        raise ConfigError(f"--top-p must be in (0, 1], got {args.top_p}")
     return SamplingParams(
         temperature=args.temperature,
         top_p=args.top_p,
@@ -71,8 +101,6 @@ def sampling_from_args(args: argparse.Namespace):
 
 def build_engine(args: argparse.Namespace):
     """The rollout engine named by ``--engine`` for ``--model`` (loads the model; heavy imports here)."""
-    if args.batch_size < 1:
-        raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
     if args.engine == "vllm":
         from corewarding.rollout.vllm_engine import VLLMRolloutEngine
 
@@ -104,14 +132,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=",".join(DEFAULT_BENCHMARKS),
         help="comma-separated names (%(default)s; also amc23) and/or paths to verl parquet / JSONL files",
     )
-    b.add_argument("--n", type=int, default=8, help="samples per question (default 8)")
+    b.add_argument("--n", type=POSITIVE_INT, default=8, help="samples per question (default 8)")
     b.add_argument(
         "--n-for",
         action="append",
         metavar="NAME=K",
         help="samples per question for one benchmark (repeatable)",
     )
-    b.add_argument("--limit", type=int, default=None, help="only the first N questions of each benchmark")
+    b.add_argument(
+        "--limit", type=POSITIVE_INT, default=None, help="only the first N questions of each benchmark"
+    )
     b.add_argument(
         "--data-dir", default=None, help="folder holding the benchmark files (default: shared data)"
     )
@@ -126,7 +156,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     o.add_argument("--overwrite", action="store_true", help="discard samples already in --out")
     o.add_argument(
         "--chunk-size",
-        type=int,
+        type=POSITIVE_INT,
         default=None,
         help="questions per engine call and per save (hf 16, vllm 256)",
     )
@@ -147,6 +177,50 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def read_json_object(path: Path, what: str) -> dict[str, Any]:
+    """The JSON object in ``path``, or a :class:`DataError` naming the file and what is wrong with it."""
+    from corewarding.files import read_text
+
+    text = read_text(path, what)
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise DataError(
+            f"{path}: not valid JSON ({err.msg} at line {err.lineno}, column {err.colno}); expected {what}"
+        ) from None
+    if not isinstance(value, dict):
+        raise DataError(f"{path}: expected a JSON object ({what}), got {type(value).__name__}")
+    return value
+
+
+def _read_settings(path: Path, overwrite: bool) -> dict[str, Any]:
+    """``settings.json`` as written by :func:`check_settings`; ``{}`` when absent.
+
+    Damage is an error (the file is the guard against mixing samples), except under ``--overwrite``,
+    which writes it afresh anyway.
+    """
+    if not path.exists():
+        return {}
+    try:
+        saved = read_json_object(path, "evaluation settings")
+        sampling, files = saved.get("sampling", {}), saved.get("benchmarks", {})
+        if not isinstance(sampling, dict):
+            raise DataError(f"{path}: 'sampling' is {sampling!r:.60}; expected a JSON object")
+        if not isinstance(files, dict) or not all(
+            isinstance(v, dict) and isinstance(v.get("sha256"), str) for v in files.values()
+        ):
+            raise DataError(f"{path}: 'benchmarks' must map each benchmark to its file's path and sha256")
+    except DataError as err:
+        if overwrite:
+            log.warning("%s; --overwrite: writing it afresh", err)
+            return {}
+        raise DataError(
+            f"{err}. This file records the settings the samples in {path.parent} were drawn with, so it "
+            "is not rebuilt: fix it, use another --out, or pass --overwrite"
+        ) from None
+    return saved
+
+
 def check_settings(
     out: Path, sampling_settings: dict[str, Any], benchmarks: list[Benchmark], overwrite: bool
 ) -> None:
@@ -156,10 +230,10 @@ def check_settings(
     folder is used; a later run must match them (``--n`` and ``--limit`` may change: more samples or
     questions are simply added) or pass ``--overwrite``, which deletes the affected sample files.
     """
-    from corewarding.evaluation.records import write_json_atomic
+    from corewarding.files import atomic_write_json
 
     path = out / "settings.json"
-    saved: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
+    saved = _read_settings(path, overwrite)
     if overwrite:
         for b in benchmarks:
             (out / "samples" / f"{b.name}.jsonl").unlink(missing_ok=True)
@@ -179,26 +253,66 @@ def check_settings(
         previous = files.get(b.name)
         if previous and previous["sha256"] != digest and not overwrite:
             raise ConfigError(
-                f"{out}: benchmark {b.name!r} was sampled from another file ({previous['path']}, now {b.path}); "
-                "use another --out or --overwrite"
+                f"{out}: benchmark {b.name!r} was sampled from another file ({previous.get('path')}, now "
+                f"{b.path}); use another --out or --overwrite"
             )
         files[b.name] = {"path": str(b.path), "sha256": digest}
-    write_json_atomic(path, {"sampling": sampling_settings, "benchmarks": files})
+    atomic_write_json(path, {"sampling": sampling_settings, "benchmarks": files})
+
+
+def read_previous_results(path: Path) -> dict[str, dict[str, Any]]:
+    """The per-benchmark entries of an earlier ``results.json`` (kept for benchmarks not rerun now).
+
+    ``results.json`` only summarizes the sample files, so a damaged one is a cache to rebuild, not an
+    error: it is reported, and the entries of benchmarks not in this run are left out until eval is run
+    on them again (their samples are reused, so that samples nothing).
+    """
+    if not path.exists():
+        return {}
+    try:
+        entries = read_json_object(path, "evaluation results").get("benchmarks", {})
+        if not isinstance(entries, dict) or not all(isinstance(e, dict) for e in entries.values()):
+            raise DataError(f"{path}: 'benchmarks' is not a JSON object of per-benchmark entries")
+    except DataError as err:
+        log.warning(
+            "%s; rebuilding it from the samples of this run's benchmarks (rerun eval on any other "
+            "benchmark to restore its entry; its samples are reused)",
+            err,
+        )
+        return {}
+    return entries
+
+
+def check_outputs(out: Path, benchmarks: list[Benchmark]) -> None:
+    """Prove every file eval will write in ``out`` can be written, before a model is loaded."""
+    from corewarding.files import require_output_dir, require_output_file
+
+    require_output_dir(out, "--out")
+    require_output_dir(out / "samples", "--out's samples folder")
+    for name in ("settings.json", "results.json"):
+        require_output_file(out / name, f"--out's {name}")
+    for b in benchmarks:
+        require_output_file(out / "samples" / f"{b.name}.jsonl", f"--out's samples of {b.name!r}")
 
 
 def evaluate_benchmark(
-    engine, bench: Benchmark, out: Path, sampling, args: argparse.Namespace
+    engine,
+    bench: Benchmark,
+    out: Path,
+    sampling,
+    args: argparse.Namespace,
+    existing: list[Completion],
 ) -> dict[str, Any]:
-    """Sample what is missing for one benchmark, rescore everything, rewrite its sample file; return its entry."""
+    """Sample what is missing for one benchmark, rescore everything, rewrite its sample file; return its entry.
+
+    ``existing`` holds the samples already in its file (:func:`read_samples`, read before the model was
+    loaded so that a damaged file stops the run early).
+    """
     from corewarding.data import load_questions
     from corewarding.evaluation.evaluate import generate_completions, score_completions
     from corewarding.evaluation.metrics import pass_ks
-    from corewarding.evaluation.records import (
-        SampleAppender,
-        completion_to_row,
-        read_samples,
-        write_jsonl_atomic,
-    )
+    from corewarding.evaluation.records import completion_to_row
+    from corewarding.files import JsonlAppender, atomic_write_jsonl
 
     questions = load_questions(bench.path, limit=args.limit)
     if not questions:
@@ -206,7 +320,6 @@ def evaluate_benchmark(
     ids = {q.id for q in questions}
     golds = {q.id: q.gold for q in questions}
     samples_path = out / "samples" / f"{bench.name}.jsonl"
-    existing, valid_bytes = read_samples(samples_path)
     usable = [c for c in existing if c.question_id in ids and c.sample_index < bench.n]
     have: dict[str, list[int]] = {}
     for c in usable:
@@ -214,7 +327,12 @@ def evaluate_benchmark(
 
     chunk = args.chunk_size or (256 if args.engine == "vllm" else 16)
     start = time.perf_counter()
-    with SampleAppender(samples_path, valid_bytes, golds) as appender:
+    # the appender cuts a torn last line (already dropped by read_samples) before its first record
+    with JsonlAppender(samples_path) as appender:
+
+        def save_chunk(made: list[Completion]) -> None:
+            appender.write(completion_to_row(c, golds.get(c.question_id)) for c in made)
+
         new = generate_completions(
             engine,
             questions,
@@ -224,7 +342,7 @@ def evaluate_benchmark(
             chunk_questions=chunk,
             progress=not args.quiet,
             desc=bench.name,
-            on_chunk=appender.append,
+            on_chunk=save_chunk,
         )
     seconds = time.perf_counter() - start
 
@@ -236,7 +354,7 @@ def evaluate_benchmark(
     order = {q.id: i for i, q in enumerate(questions)}
     scored = sorted(result.completions, key=lambda c: (order[c.question_id], c.sample_index))
     kept = [c for c in existing if c.question_id not in ids or c.sample_index >= bench.n]
-    write_jsonl_atomic(samples_path, [completion_to_row(c, golds.get(c.question_id)) for c in scored + kept])
+    atomic_write_jsonl(samples_path, [completion_to_row(c, golds.get(c.question_id)) for c in scored + kept])
     return {
         "path": str(bench.path),
         "protocol": REGISTRY[bench.name].description if bench.registered else "custom benchmark",
@@ -300,19 +418,16 @@ def format_table(entries: dict[str, dict[str, Any]]) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from corewarding import __version__
-    from corewarding.evaluation.records import write_json_atomic
+    from corewarding.evaluation.records import read_samples
+    from corewarding.files import atomic_write_json
     from corewarding.models.builtin import resolve_model_path
 
-    if args.n < 1:
-        raise ConfigError(f"--n must be >= 1, got {args.n}")
-    if args.limit is not None and args.limit < 1:
-        raise ConfigError(f"--limit must be >= 1, got {args.limit}")
     n_for: dict[str, int] = {}
     for name, value in parse_assignments(args.n_for, "--n-for").items():
         try:
-            n_for[name] = int(value)
-        except ValueError:
-            raise ConfigError(f"--n-for {name}={value}: expected an integer") from None
+            n_for[name] = int(POSITIVE_INT(value))
+        except argparse.ArgumentTypeError:
+            raise ConfigError(f"--n-for {name}={value}: expected {POSITIVE_INT.expected}") from None
     benchmarks = resolve_benchmarks(
         args.benchmarks,
         args.n,
@@ -322,7 +437,7 @@ def run(args: argparse.Namespace) -> int:
     )
     sampling = sampling_from_args(args)
     out = Path(args.out) if args.out else default_out_dir(args.model)
-    out.mkdir(parents=True, exist_ok=True)
+    check_outputs(out, benchmarks)
     sampling_settings = {
         "model": args.model,
         "temperature": sampling.temperature,
@@ -331,15 +446,15 @@ def run(args: argparse.Namespace) -> int:
         "max_new_tokens": sampling.max_new_tokens,
     }
     check_settings(out, sampling_settings, benchmarks, args.overwrite)
+    results_path = out / "results.json"
+    entries = {} if args.overwrite else read_previous_results(results_path)
+    existing = {b.name: read_samples(out / "samples" / f"{b.name}.jsonl") for b in benchmarks}
 
     started = time.perf_counter()
     model_path = resolve_model_path(args.model)
     engine = build_engine(args)
     load_seconds = time.perf_counter() - started
 
-    results_path = out / "results.json"
-    previous = json.loads(results_path.read_text()) if results_path.exists() and not args.overwrite else {}
-    entries: dict[str, dict[str, Any]] = dict(previous.get("benchmarks", {}))
     for b in benchmarks:
         entries.pop(b.name, None)
     this_run: dict[str, dict[str, Any]] = {}
@@ -347,7 +462,7 @@ def run(args: argparse.Namespace) -> int:
     def save() -> None:
         new = sum(e["new_samples"] for e in this_run.values())
         sampling_s = sum(e["seconds"] for e in this_run.values())
-        write_json_atomic(
+        atomic_write_json(
             results_path,
             {
                 "model": args.model,
@@ -374,7 +489,7 @@ def run(args: argparse.Namespace) -> int:
         )
 
     for b in benchmarks:
-        this_run[b.name] = evaluate_benchmark(engine, b, out, sampling, args)
+        this_run[b.name] = evaluate_benchmark(engine, b, out, sampling, args, existing.pop(b.name))
         save()  # after each benchmark, so finished ones are on record even if a later one crashes
 
     print(format_table(this_run))

@@ -11,13 +11,14 @@ import argparse
 import json
 import sys
 
+from corewarding.arguments import POSITIVE_INT
 from corewarding.errors import ConfigError
 from corewarding.evaluation.cli import add_model_arguments, build_engine, sampling_from_args
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("question", help="the question text (use '-' to read it from stdin)")
-    parser.add_argument("--n", type=int, default=8, help="samples (default 8)")
+    parser.add_argument("--n", type=POSITIVE_INT, default=8, help="samples (default 8)")
     parser.add_argument("--gold", default=None, help="reference answer: also report which samples are right")
     parser.add_argument("--show", action="store_true", help="print every completion")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
@@ -58,8 +59,6 @@ def run(args: argparse.Namespace) -> int:
     question = sys.stdin.read() if args.question == "-" else args.question
     if not question.strip():
         raise ConfigError("solve: the question is empty")
-    if args.n < 1:
-        raise ConfigError(f"--n must be >= 1, got {args.n}")
     sampling = sampling_from_args(args)
     engine = build_engine(args)
     report = solve(engine, question.strip(), args.n, sampling, gold=args.gold)
