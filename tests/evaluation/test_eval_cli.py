@@ -391,3 +391,25 @@ def test_damaged_results_are_rebuilt_with_a_warning(bench, tmp_path, fake_engine
     assert str(results) in caplog.text and "rebuilding" in caplog.text
     entry = json.loads(results.read_text())["benchmarks"]["bench"]
     assert (entry["reused_samples"], entry["new_samples"]) == (4, 0)
+
+
+def test_overwrite_with_new_settings_sets_aside_other_benchmarks_samples(
+    bench, tmp_path, fake_engine, caplog
+):
+    """Samples of a benchmark not named in an ``--overwrite`` run were drawn under the old settings: they must
+    not be reused under the new ones, and must not be deleted either."""
+    other = tmp_path / "other.jsonl"
+    other.write_text(json.dumps({"problem": "What is 0+1?", "answer": "1"}) + "\n")
+    out = tmp_path / "e"
+    assert main(_eval(bench, out, "--benchmarks", f"{bench},{other}")) == 0
+    old_other = (out / "samples" / "other.jsonl").read_bytes()
+    with caplog.at_level(logging.WARNING):
+        assert main(_eval(bench, out, "--temperature", "0.5", "--overwrite")) == 0
+    assert not (out / "samples" / "other.jsonl").exists()
+    [kept] = list((out / "superseded").glob("*/samples/other.jsonl"))
+    assert kept.read_bytes() == old_other
+    assert json.loads((kept.parent.parent / "settings.json").read_text())["sampling"]["temperature"] == 0.8
+    assert "other" in caplog.text and "superseded" in caplog.text
+    before = fake_engine[-1].prompts
+    assert main(_eval(bench, out, "--benchmarks", str(other), "--temperature", "0.5")) == 0
+    assert fake_engine[-1].prompts == 1 and before == 2  # drawn afresh under the new settings

@@ -221,6 +221,25 @@ def _read_settings(path: Path, overwrite: bool) -> dict[str, Any]:
     return saved
 
 
+def _set_aside_other_samples(out: Path, kept: set[str], settings_path: Path) -> None:
+    """``--overwrite`` with new settings: move the sample files of benchmarks not in this run (drawn under the
+    old settings, which ``settings.json`` will no longer describe) and the old ``settings.json`` to
+    ``superseded/<time>/``, so a later run cannot silently reuse them and nothing is deleted."""
+    import shutil
+
+    others = sorted(p for p in (out / "samples").glob("*.jsonl") if p.stem not in kept)
+    if not others:
+        return
+    dest = out / "superseded" / time.strftime("%Y%m%d-%H%M%S")
+    (dest / "samples").mkdir(parents=True, exist_ok=True)
+    if settings_path.exists():
+        shutil.copy2(settings_path, dest / "settings.json")
+    for p in others:
+        shutil.move(p, dest / "samples" / p.name)
+    names = ", ".join(p.stem for p in others)
+    log.warning("--overwrite with new settings: samples of %s (old settings) moved to %s", names, dest)
+
+
 def check_settings(
     out: Path, sampling_settings: dict[str, Any], benchmarks: list[Benchmark], overwrite: bool
 ) -> None:
@@ -238,6 +257,7 @@ def check_settings(
         for b in benchmarks:
             (out / "samples" / f"{b.name}.jsonl").unlink(missing_ok=True)
         if any(saved.get("sampling", {}).get(k) != sampling_settings[k] for k in SAMPLING_KEYS):
+            _set_aside_other_samples(out, {b.name for b in benchmarks}, path)
             saved = {}
     old = saved.get("sampling")
     if old is not None:
