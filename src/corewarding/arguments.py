@@ -29,13 +29,23 @@ class Number:
             value = self.kind(text)
         except (TypeError, ValueError):
             raise argparse.ArgumentTypeError(f"{text!r}: expected {self.expected}") from None
-        if isinstance(value, float) and not math.isfinite(value):
-            raise argparse.ArgumentTypeError(f"{text!r}: expected {self.expected}")
-        if self.low is not None and (value < self.low or (self.low_open and value == self.low)):
-            raise argparse.ArgumentTypeError(f"{text!r}: expected {self.expected}")
-        if self.high is not None and (value > self.high or (self.high_open and value == self.high)):
+        if not self.accepts(value):
             raise argparse.ArgumentTypeError(f"{text!r}: expected {self.expected}")
         return value
+
+    def accepts(self, value: object) -> bool:
+        """Whether an already-typed ``value`` lies in this domain (what ``corewarding.config`` checks fields
+        with): of the right kind (an int field refuses 1.5 and ``True``; a float field takes an int), finite,
+        and within the bounds."""
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return False
+        if self.kind is int and not isinstance(value, int):
+            return False
+        if isinstance(value, float) and not math.isfinite(value):
+            return False
+        if self.low is not None and (value < self.low or (self.low_open and value == self.low)):
+            return False
+        return not (self.high is not None and (value > self.high or (self.high_open and value == self.high)))
 
     @property
     def expected(self) -> str:
@@ -62,6 +72,7 @@ SEED = Number(int, low=0, high=2**32 - 1, describe="a seed in [0, 2**32)")
 POSITIVE_FLOAT = Number(float, low=0, low_open=True, describe="a positive number")
 NONNEGATIVE_FLOAT = Number(float, low=0, describe="a number ≥ 0")
 FRACTION = Number(float, low=0, high=1, describe="a fraction in [0, 1]")
+FRACTION_BELOW_ONE = Number(float, low=0, high=1, high_open=True, describe="a fraction in [0, 1)")
 OPEN_FRACTION = Number(float, low=0, high=1, low_open=True, describe="a fraction in (0, 1]")
 TEMPERATURE = Number(float, low=0, describe="a temperature ≥ 0 (0 = greedy)")
 

@@ -9,6 +9,7 @@ list of methods is the registry in ``corewarding.rewards`` (``method_class``), w
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,18 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from corewarding.answers.extraction import EXTRACTIONS
+from corewarding.arguments import (
+    FRACTION,
+    FRACTION_BELOW_ONE,
+    NONNEGATIVE_FLOAT,
+    NONNEGATIVE_INT,
+    OPEN_FRACTION,
+    POSITIVE_FLOAT,
+    POSITIVE_INT,
+    SEED,
+    TEMPERATURE,
+    Number,
+)
 from corewarding.data.question import SYSTEM_PROMPT
 from corewarding.errors import ConfigError
 
@@ -161,6 +174,11 @@ class TrainerConfig:
     push_to_hub: bool = False
     hub_repo_id: str = ""
     hub_private: bool = False
+    # resume=true refuses settings that change what the run's steps mean (optim.lr, rollout.n, method, model,
+    # data, seed, ...) so config.yaml keeps telling what the earlier steps ran with; true continues with the
+    # new values anyway. Either way the old config is kept (config-step-N.yaml, config_history.jsonl).
+    # Always allowed: total_steps, val_every, save_every, keep_checkpoints, loggers, output_dir, ...
+    allow_config_changes: bool = False
 
 
 @dataclass
@@ -193,6 +211,104 @@ class Config:
     @property
     def run_dir(self) -> Path:
         return Path(self.trainer.output_dir) / (self.trainer.run_name or _method_run_name(self.method))
+
+
+@dataclass(frozen=True)
+class NumberList:
+    """The domain of a list-of-numbers field: exactly ``length`` values, each in ``each`` (AdamW's betas)."""
+
+    each: Number
+    length: int
+
+    def accepts(self, value: object) -> bool:
+        return (
+            isinstance(value, list | tuple)
+            and len(value) == self.length
+            and all(map(self.each.accepts, value))
+        )
+
+    @property
+    def expected(self) -> str:
+        return f"a list of {self.length} numbers, each {self.each.expected}"
+
+
+def _optional(domain: Number, none_means: str) -> Number:
+    """``domain`` for a field that may also be null: the message says what null means."""
+    return dataclasses.replace(domain, describe=f"{domain.expected}, or null for {none_means}")
+
+
+# Every numeric field of ``Config`` and the values it accepts, checked by ``validate_config`` in one loop:
+# one place to read a field's domain, and one message shape (``key=value: expected ...``) for all of them.
+# NaN and ±inf are refused for every float (``Number.accepts``). A null is refused by the schema itself
+# unless the field's type is ``X | None``, where it means what the domain's text says. A numeric field
+# added to a dataclass above without an entry here fails tests/test_cli_bad_values.py.
+FIELD_DOMAINS: dict[str, Number | NumberList] = {
+    "model.lora.r": dataclasses.replace(
+        NONNEGATIVE_INT, describe="a rank ≥ 0 (0 = no LoRA, full fine-tuning)"
+    ),
+    "model.lora.alpha": _optional(POSITIVE_FLOAT, "2·r"),
+    "model.lora.dropout": FRACTION_BELOW_ONE,
+    "data.val_limit": _optional(POSITIVE_INT, "every validation question"),
+    "data.limit": _optional(POSITIVE_INT, "every training question"),
+    "data.max_prompt_length": POSITIVE_INT,
+    "rollout.n": Number(int, low=2, describe="an integer ≥ 2 (GRPO normalises rewards within a group)"),
+    # A sampled rollout is the point of GRPO: greedy rollouts (temperature 0) are identical within a group, so
+    # every group's rewards are equal and its advantages zero, and the log-probs are divided by the temperature.
+    "rollout.temperature": Number(
+        float,
+        low=0,
+        low_open=True,
+        describe="a temperature > 0: GRPO needs sampled rollouts (greedy rollouts make every group constant, "
+        "zero advantage, and the log-probs divide by the temperature)",
+    ),
+    "rollout.top_p": OPEN_FRACTION,
+    "rollout.top_k": dataclasses.replace(NONNEGATIVE_INT, describe="an integer ≥ 0 (0 = no top-k)"),
+    "rollout.max_new_tokens": POSITIVE_INT,
+    "rollout.batch_size": POSITIVE_INT,
+    "rollout.gpu_memory_utilization": OPEN_FRACTION,
+    "grpo.clip_ratio": POSITIVE_FLOAT,
+    "grpo.kl_coef": dataclasses.replace(NONNEGATIVE_FLOAT, describe="a number ≥ 0 (0 = no reference model)"),
+    "grpo.adv_eps": POSITIVE_FLOAT,
+    "grpo.updates_per_step": POSITIVE_INT,
+    "optim.lr": POSITIVE_FLOAT,
+    "optim.weight_decay": NONNEGATIVE_FLOAT,
+    "optim.betas": NumberList(FRACTION_BELOW_ONE, 2),
+    "optim.warmup_ratio": FRACTION_BELOW_ONE,
+    "optim.min_lr_ratio": FRACTION,
+    "optim.grad_clip": POSITIVE_FLOAT,
+    "optim.micro_batch_size": POSITIVE_INT,
+    "teacher.update_interval": POSITIVE_INT,
+    # 0 would freeze the teacher: that ablation is teacher.ema=false, so an EMA rate must move it
+    "teacher.a_start": OPEN_FRACTION,
+    "teacher.a_end": OPEN_FRACTION,
+    "teacher.n": POSITIVE_INT,
+    "validation.n": POSITIVE_INT,
+    "validation.temperature": TEMPERATURE,  # 0 = greedy: both engines support it for evaluation
+    "validation.max_new_tokens": _optional(POSITIVE_INT, "rollout.max_new_tokens"),
+    "trainer.total_steps": POSITIVE_INT,
+    "trainer.batch_questions": POSITIVE_INT,
+    "trainer.val_every": dataclasses.replace(NONNEGATIVE_INT, describe="an interval ≥ 0 (0 = never)"),
+    "trainer.save_every": dataclasses.replace(NONNEGATIVE_INT, describe="an interval ≥ 0 (0 = never)"),
+    "trainer.keep_checkpoints": dataclasses.replace(NONNEGATIVE_INT, describe="a count ≥ 0 (0 = keep all)"),
+    "trainer.seed": SEED,
+    "trainer.sample_rollouts": NONNEGATIVE_INT,
+}
+
+
+def _field_value(cfg: Config, path: str) -> Any:
+    value: Any = cfg
+    for part in path.split("."):
+        value = getattr(value, part)
+    return value
+
+
+def _shown(value: Any) -> str:
+    """A value as the message shows it: ``nan`` and ``inf`` as typed, not ``float('nan')``."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_shown(v) for v in value) + "]"
+    return repr(value)
 
 
 def _method_run_name(method: str) -> str:
@@ -235,16 +351,63 @@ def _load_yaml_chain(path: Path, seen: tuple[Path, ...] = ()) -> list[Any]:
     if not path.is_file():
         where = f" (named as base by {seen[-1]})" if seen else ""
         raise ConfigError(f"config file {path} not found{where}")
-    try:
-        layer = OmegaConf.load(path)
-    except Exception as err:
-        raise ConfigError(f"config file {path}: not valid YAML ({err})") from err
-    base = layer.pop("base", None) if isinstance(layer, DictConfig) else None
+    layer = _load_mapping(path)
+    base = layer.pop("base", None)
     if base is None:
         return [layer]
     if not isinstance(base, str):
         raise ConfigError(f"config file {path}: 'base' must be a file name, got {base!r}")
     return [*_load_yaml_chain(path.parent / base, (*seen, path.resolve())), layer]
+
+
+def _load_mapping(path: Path) -> DictConfig:
+    """One config file as a mapping, or a ConfigError naming the file and what its top level is instead.
+
+    The top level is checked before OmegaConf reads it: OmegaConf turns a list into a ``ListConfig`` that
+    fails later with a traceback, and a bare word into a mapping with that word as its only key. An empty
+    file (or one of only comments, or ``null``) is refused too: it sets nothing, so it is almost always the
+    wrong file or one cut short, and "missing mandatory value: method" would not say so.
+    """
+    import yaml
+
+    try:
+        node = yaml.compose(path.read_text(encoding="utf-8"), Loader=yaml.SafeLoader)
+        layer = OmegaConf.load(path) if isinstance(node, yaml.MappingNode) else None
+    except (UnicodeDecodeError, OSError) as err:
+        raise ConfigError(f"config file {path}: cannot read it as UTF-8 text ({err})") from None
+    except Exception as err:
+        mark = getattr(err, "problem_mark", None)
+        problem = getattr(err, "problem", None)
+        if mark is not None and problem:
+            detail = f"line {mark.line + 1}, column {mark.column + 1}: {problem}"
+        else:
+            detail = " ".join(str(err).split())  # one line, whatever the library wrote
+        raise ConfigError(f"config file {path}: not valid YAML ({detail})") from None
+    expected = "expected a mapping of config keys (method: ..., model: ..., data: ...)"
+    if node is None or (isinstance(node, yaml.ScalarNode) and node.tag == "tag:yaml.org,2002:null"):
+        raise ConfigError(f"config file {path} is empty; {expected}")
+    if not isinstance(layer, DictConfig):
+        kind = "a list" if isinstance(node, yaml.SequenceNode) else f"the single value {node.value!r}"
+        raise ConfigError(f"config file {path}: its top level is {kind}; {expected}")
+    return layer
+
+
+def _field_of(err: OmegaConfBaseException) -> str:
+    """The dotted field an OmegaConf error is about (``optim.betas[0]`` -> ``optim.betas``), or ""."""
+    key = str(getattr(err, "full_key", None) or "")
+    return key.split("[", 1)[0]
+
+
+def _invalid(err: OmegaConfBaseException, where: str, show_key: bool = True) -> ConfigError:
+    """One line from an OmegaConf error: where the value came from, OmegaConf's first line, the key, and
+    for a numeric field what it accepts (OmegaConf only says "could not be converted to Integer")."""
+    msg = str(err).split("\n")[0].rstrip(". ")
+    key = getattr(err, "full_key", None)
+    text = f"{where}: {msg}" + (f" (key: {key})" if key and show_key else "")
+    domain = FIELD_DOMAINS.get(_field_of(err))
+    if domain is not None:
+        text += f"; expected {domain.expected}"
+    return ConfigError(text)
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
@@ -255,30 +418,50 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         p = Path(path)
         layers.extend(_load_yaml_chain(p))
     dotlist = []
+    given: dict[str, str] = {}  # dotted key -> the override as typed, for messages
     for item in overrides or []:
         if "=" not in item:
             raise ConfigError(f"override {item!r}: expected key=value")
         key, value = item.split("=", 1)
-        dotlist.append(f"{_expand_key(key.strip())}={value}")
+        dotted = _expand_key(key.strip())
+        dotlist.append(f"{dotted}={value}")
+        given[dotted] = item
+    # The file and the overrides are merged in two steps so that a value the schema refuses is blamed on
+    # where it came from: the file, or the override as the user typed it.
+    source = f" in {path}" if path else ""
+    try:
+        merged = OmegaConf.merge(*layers)
+    except OmegaConfBaseException as err:
+        raise _invalid(err, f"invalid config{source}") from err
     try:
         if dotlist:
-            layers.append(OmegaConf.from_dotlist(dotlist))
-        merged = OmegaConf.merge(*layers)
+            merged = OmegaConf.merge(merged, OmegaConf.from_dotlist(dotlist))
+    except OmegaConfBaseException as err:
+        field = _field_of(err)
+        where = f"override {given[field]}" if field in given else "invalid override"
+        # the full key only where the override did not spell it (``total_steps=abc``)
+        typed = given.get(field, "").split("=", 1)[0].strip()
+        raise _invalid(err, where, show_key=typed != field) from err
+    try:
         cfg: Config = OmegaConf.to_object(merged)  # type: ignore[assignment]
     except OmegaConfBaseException as err:
-        source = f" in {path}" if path else ""
-        msg = str(err).split("\n")[0]
-        key = getattr(err, "full_key", None)
-        raise ConfigError(f"invalid config{source}: {msg}" + (f" (key: {key})" if key else "")) from err
+        raise _invalid(err, f"invalid config{source}") from err
     validate_config(cfg)
     return cfg
 
 
 def validate_config(cfg: Config) -> None:
-    """Cross-field checks that the schema's types cannot express."""
+    """The checks the schema's types cannot express: each numeric field's domain (``FIELD_DOMAINS``), the
+    names a string field accepts, and the combinations of fields that cannot work together."""
 
     def bad(key: str, value: Any, expected: str) -> None:
-        raise ConfigError(f"{key}={value!r}: expected {expected}")
+        raise ConfigError(f"{key}={_shown(value)}: expected {expected}")
+
+    for key, domain in FIELD_DOMAINS.items():
+        value = _field_value(cfg, key)
+        # null only gets here where the schema allows it (``X | None``); the domain's text says what it means
+        if value is not None and not domain.accepts(value):
+            bad(key, value, domain.expected)
 
     from corewarding.rewards import method_class
 
@@ -312,8 +495,6 @@ def validate_config(cfg: Config) -> None:
         bad("optim.schedule", cfg.optim.schedule, "cosine or constant")
     if cfg.rollout.engine not in ("hf", "vllm"):
         bad("rollout.engine", cfg.rollout.engine, "hf or vllm")
-    if not 0 < cfg.rollout.gpu_memory_utilization <= 1:
-        bad("rollout.gpu_memory_utilization", cfg.rollout.gpu_memory_utilization, "a fraction in (0, 1]")
     if cfg.distributed.strategy not in STRATEGIES:
         bad("distributed.strategy", cfg.distributed.strategy, f"one of {', '.join(STRATEGIES)}")
     for key, value in (
@@ -323,24 +504,6 @@ def validate_config(cfg: Config) -> None:
     ):
         if value not in DTYPE_NAMES:
             bad(key, value, f"one of {', '.join(DTYPE_NAMES)}")
-    for key, value in (
-        ("rollout.n", cfg.rollout.n),
-        ("teacher.n", cfg.teacher.n),
-        ("trainer.total_steps", cfg.trainer.total_steps),
-        ("trainer.batch_questions", cfg.trainer.batch_questions),
-        ("optim.micro_batch_size", cfg.optim.micro_batch_size),
-        ("grpo.updates_per_step", cfg.grpo.updates_per_step),
-        ("rollout.max_new_tokens", cfg.rollout.max_new_tokens),
-        ("teacher.update_interval", cfg.teacher.update_interval),
-    ):
-        if value < 1:
-            bad(key, value, "a positive integer")
-    if cfg.rollout.n < 2:
-        bad("rollout.n", cfg.rollout.n, "at least 2 (GRPO normalises within a group)")
-    if not 0 <= cfg.optim.warmup_ratio < 1:
-        bad("optim.warmup_ratio", cfg.optim.warmup_ratio, "a fraction in [0, 1)")
-    if cfg.grpo.kl_coef < 0:
-        bad("grpo.kl_coef", cfg.grpo.kl_coef, "≥ 0")
     from corewarding.training.run_log import LOGGERS
 
     if set(cfg.trainer.loggers) - set(LOGGERS):
@@ -361,15 +524,10 @@ def validate_config(cfg: Config) -> None:
 
 
 def _validate_lora(cfg: Config, bad) -> None:
+    """LoRA's non-numeric settings (its numbers are in ``FIELD_DOMAINS``), checked only when LoRA is on."""
     lora = cfg.model.lora
-    if lora.r < 0:
-        bad("model.lora.r", lora.r, "a rank ≥ 0 (0 = no LoRA, full fine-tuning)")
     if lora.r == 0:
         return
-    if lora.alpha is not None and lora.alpha <= 0:
-        bad("model.lora.alpha", lora.alpha, "a positive number, or null for 2·r")
-    if not 0 <= lora.dropout < 1:
-        bad("model.lora.dropout", lora.dropout, "a fraction in [0, 1)")
     targets = list(lora.target_modules)
     if not targets or any(not isinstance(t, str) or not t.strip() for t in targets):
         bad(
@@ -388,11 +546,7 @@ def _validate_lora(cfg: Config, bad) -> None:
 
 
 def save_config(cfg: Config, path: str | Path) -> None:
-    """Write the resolved config as YAML (atomically)."""
-    import os
+    """Write the resolved config as YAML (atomically, through the one file policy of corewarding.files)."""
+    from corewarding.files import atomic_write_text
 
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_suffix(p.suffix + ".tmp")
-    tmp.write_text(OmegaConf.to_yaml(OmegaConf.structured(cfg)))
-    os.replace(tmp, p)
+    atomic_write_text(path, OmegaConf.to_yaml(OmegaConf.structured(cfg)))

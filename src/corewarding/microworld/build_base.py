@@ -18,8 +18,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from corewarding.files import require_output_dir
+    from corewarding.microworld import base_model
     from corewarding.microworld.base_model import LOG_FILE, build_shipped_base
 
+    # before two minutes of pretraining: the model is written beside the folder and renamed over it, so both
+    # the folder and its parent (the installed package, which may be read-only) must be writable
+    require_output_dir(base_model.SHIPPED_DIR, "the shipped base folder")
+    require_output_dir(base_model.SHIPPED_DIR.parent, "the folder of the shipped base")
     out = build_shipped_base(progress=not args.no_progress)
     log = json.loads((out / LOG_FILE).read_text())
     print(

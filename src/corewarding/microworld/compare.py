@@ -146,7 +146,10 @@ def run_compare(
     every model by one rule (``corewarding eval``'s: lenient extraction, equivalence), so the modes are
     compared on the same ruler; validation during training reads answers by each mode's own rules.
     """
+    from corewarding.files import atomic_write_json
     from corewarding.microworld.experiment import (
+        REWARD_MODES,
+        check_before_work,
         evaluate_model,
         evaluation_settings,
         mode_dir,
@@ -154,11 +157,11 @@ def run_compare(
         reward_modes,
         test_questions,
     )
-    from corewarding.reporting.tables import write_json
 
     started = time.perf_counter()
     modes = reward_modes(reward_mode)
-    out.mkdir(parents=True, exist_ok=True)
+    runs = [(variant, REWARD_MODES[mode]) for mode in modes for variant in methods]
+    check_before_work(out, budget, runs, cache_dir=cache_dir)
     setup = prepare(
         out,
         world_config=world_config,
@@ -199,7 +202,7 @@ def run_compare(
         "eval": first["eval"],
         "seconds": round(time.perf_counter() - started, 1),
     }
-    write_json(out / "reward_modes.json", combined)
+    atomic_write_json(out / "reward_modes.json", combined)
     _write_modes_report(out, combined)
     return combined
 
@@ -218,6 +221,7 @@ def _run_mode(
 ) -> dict[str, Any]:
     """Every method under one reward mode: runs in ``out/<method>``, then ``out``'s results.json, report
     and figure; returns the results (``seconds`` since ``started``, by default since this call)."""
+    from corewarding.files import atomic_write_json
     from corewarding.microworld.experiment import (
         REWARD_MODES,
         evaluate_model,
@@ -227,7 +231,6 @@ def _run_mode(
         variant_dir_name,
     )
     from corewarding.reporting.plots import plot_comparison
-    from corewarding.reporting.tables import write_json
     from corewarding.rewards import method_class
     from corewarding.training.run_log import read_metrics
     from corewarding.training.trainer import Trainer
@@ -268,7 +271,7 @@ def _run_mode(
         "eval": {"n": eval_n, "temperature": budget.temperature, "test_questions": len(test)},
         "seconds": round(time.perf_counter() - started, 1),
     }
-    write_json(out / "results.json", results)
+    atomic_write_json(out / "results.json", results)
     plot_comparison(runs, out / "comparison.png")
     _write_report(out / "report.md", results)
     return results
@@ -311,7 +314,7 @@ def comparison_table(results: dict[str, Any], markdown: bool = False) -> str:
 
 
 def _write_report(path: Path, results: dict[str, Any]) -> None:
-    from corewarding.reporting.tables import write_atomic
+    from corewarding.files import atomic_write_text
 
     b = results["budget"]
     text = "\n".join(
@@ -335,7 +338,7 @@ def _write_report(path: Path, results: dict[str, Any]) -> None:
             "",
         ]
     )
-    write_atomic(path, text)
+    atomic_write_text(path, text)
 
 
 def _mode_line(results: dict[str, Any]) -> str:
@@ -346,8 +349,8 @@ def _mode_line(results: dict[str, Any]) -> str:
 
 def _write_modes_report(out: Path, combined: dict[str, Any]) -> None:
     """``reward_modes.md``: the modes side by side, and where each mode's own report and figure are."""
+    from corewarding.files import atomic_write_text
     from corewarding.microworld.experiment import REWARD_MODES, mode_dir
-    from corewarding.reporting.tables import write_atomic
 
     modes = combined["reward_modes"]
     b = combined["budget"]
@@ -376,4 +379,4 @@ def _write_modes_report(out: Path, combined: dict[str, Any]) -> None:
     for mode in modes:
         png = (mode_dir(out, mode) / "comparison.png").relative_to(out).as_posix()
         lines += [f"![{mode}]({png})", ""]
-    write_atomic(out / "reward_modes.md", "\n".join(lines))
+    atomic_write_text(out / "reward_modes.md", "\n".join(lines))

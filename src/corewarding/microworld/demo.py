@@ -55,8 +55,10 @@ def run_demo(
     progress: bool = True,
 ) -> dict[str, Any]:
     """The whole demo; returns what it writes to ``results.json``."""
+    from corewarding.files import atomic_write_json
     from corewarding.microworld.experiment import (
         Budget,
+        check_before_work,
         evaluate_model,
         evaluation_settings,
         final_checkpoint,
@@ -66,13 +68,12 @@ def run_demo(
         train_config,
     )
     from corewarding.reporting.plots import plot_run
-    from corewarding.reporting.tables import write_json
     from corewarding.training.run_log import read_metrics
     from corewarding.training.trainer import Trainer
 
     budget = budget or Budget()
     started = time.perf_counter()
-    out.mkdir(parents=True, exist_ok=True)
+    check_before_work(out, budget, [("co_rewarding_i", [])], cache_dir=cache_dir)
     setup = prepare(
         out,
         world_config=world_config,
@@ -130,7 +131,7 @@ def run_demo(
             "total": round(time.perf_counter() - started, 1),
         },
     }
-    write_json(out / "results.json", results)
+    atomic_write_json(out / "results.json", results)
     plots = plot_run(train_dir, out_dir=out / "plots")
     write_report(out / "report.md", results, [p.relative_to(out) for p in plots])
     return results
@@ -193,7 +194,7 @@ def summary_table(results: dict[str, Any], markdown: bool = False) -> str:
 
 
 def write_report(path: Path, results: dict[str, Any], plots: list[Path]) -> None:
-    from corewarding.reporting.tables import write_atomic
+    from corewarding.files import atomic_write_text
 
     b = results["budget"]
     lines = [
@@ -213,4 +214,4 @@ def write_report(path: Path, results: dict[str, Any], plots: list[Path]) -> None
     ]
     for p in plots:
         lines += [f"![{p.stem.replace('_', ' ')}]({p.as_posix()})", ""]
-    write_atomic(path, "\n".join(lines))
+    atomic_write_text(path, "\n".join(lines))

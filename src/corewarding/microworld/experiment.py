@@ -13,7 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from corewarding.config import Config, load_config
+from corewarding.arguments import NONNEGATIVE_FLOAT, NONNEGATIVE_INT, POSITIVE_FLOAT, POSITIVE_INT, SEED
+from corewarding.config import FIELD_DOMAINS, Config, load_config
+from corewarding.files import require_output_dir
 from corewarding.microworld.world import FILE_NAMES, WorldConfig, build_world
 
 # method variants: name -> config overrides (the two ablations are settings of existing methods)
@@ -121,24 +123,34 @@ class Budget:
         ]
 
 
+# the group size is rollout.n (and teacher.n): the option takes what that field takes
+GROUP_SIZE = FIELD_DOMAINS["rollout.n"]
+
+
 def add_experiment_arguments(parser: argparse.ArgumentParser, default_out: str) -> None:
     """The options ``demo`` and ``compare`` share: output, seeds, the training budget, evaluation."""
     b = Budget()
     parser.add_argument("--out", default=default_out, help=f"output folder (default {default_out})")
-    parser.add_argument("--seed", type=int, default=b.seed, help="training and evaluation seed")
-    parser.add_argument("--pretrain-seed", type=int, default=0, help="seed of the base model's pretraining")
-    parser.add_argument("--steps", type=int, default=b.steps, help="GRPO steps")
-    parser.add_argument("--lr", type=float, default=b.lr)
+    parser.add_argument("--seed", type=SEED, default=b.seed, help="training and evaluation seed")
+    parser.add_argument("--pretrain-seed", type=SEED, default=0, help="seed of the base model's pretraining")
+    parser.add_argument("--steps", type=POSITIVE_INT, default=b.steps, help="GRPO steps")
+    parser.add_argument("--lr", type=POSITIVE_FLOAT, default=b.lr)
     parser.add_argument(
-        "--kl-coef", type=float, default=b.kl_coef, help="k3 KL coefficient (0 = no reference)"
+        "--kl-coef", type=NONNEGATIVE_FLOAT, default=b.kl_coef, help="k3 KL coefficient (0 = no reference)"
     )
     parser.add_argument(
-        "--group-size", type=int, default=b.group_size, help="rollouts per question and view (G)"
+        "--group-size", type=GROUP_SIZE, default=b.group_size, help="rollouts per question and view (G)"
     )
-    parser.add_argument("--questions-per-step", type=int, default=b.questions_per_step)
-    parser.add_argument("--val-every", type=int, default=b.val_every, help="validate every N steps")
-    parser.add_argument("--eval-n", type=int, default=8, help="samples per test question (avg@n, maj@n)")
-    parser.add_argument("--test-limit", type=int, default=None, help="evaluate on the first N test questions")
+    parser.add_argument("--questions-per-step", type=POSITIVE_INT, default=b.questions_per_step)
+    parser.add_argument(
+        "--val-every", type=NONNEGATIVE_INT, default=b.val_every, help="validate every N steps (0 = never)"
+    )
+    parser.add_argument(
+        "--eval-n", type=POSITIVE_INT, default=8, help="samples per test question (avg@n, maj@n)"
+    )
+    parser.add_argument(
+        "--test-limit", type=POSITIVE_INT, default=None, help="evaluate on the first N test questions"
+    )
     parser.add_argument("--cache-dir", default=None, help="where base models are cached")
     parser.add_argument(
         "--pretrain-base",
@@ -244,6 +256,28 @@ def train_config(
         *(extra or []),
     ]
     return load_config(None, overrides)
+
+
+def check_before_work(
+    out: Path,
+    budget: Budget,
+    runs: list[tuple[str, list[str]]],
+    cache_dir: Path | None = None,
+) -> None:
+    """Refuse what would fail later, before the world is written or a model loaded or pretrained.
+
+    ``out`` (and ``cache_dir`` when given) must be folders that can be written, and each ``(variant, extra
+    overrides)`` in ``runs`` must give a valid training config under ``budget``. The configs are the ones
+    ``train_config`` builds later, with placeholder paths for the data and the base model (validation does
+    not open them), so a budget or method that cannot train fails now and not after the base model's
+    evaluation, or after the first methods of a comparison have trained.
+    """
+    require_output_dir(out, "--out")
+    if cache_dir is not None:
+        require_output_dir(cache_dir, "--cache-dir")
+    placeholder = Setup(WorldConfig(), out / "data", out / "base-model")
+    for variant, extra in runs:
+        train_config(placeholder, variant, budget, out, variant_dir_name(variant), extra=extra)
 
 
 def evaluate_model(

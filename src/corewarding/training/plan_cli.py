@@ -11,6 +11,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
+from corewarding.arguments import FRACTION_BELOW_ONE, POSITIVE_FLOAT, POSITIVE_INT
+
 VERDICT_GPUS = (4, 8)
 
 
@@ -18,7 +20,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", help="YAML config (see configs/)")
     parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. micro_batch_size=2")
     parser.add_argument(
-        "--gpus", type=int, default=None, help="plan for N GPUs (default: 4 and 8); 4 and 8 are always judged"
+        "--gpus",
+        type=POSITIVE_INT,
+        default=None,
+        help="plan for N GPUs (default: 4 and 8); 4 and 8 are always judged",
     )
     parser.add_argument(
         "--strategy",
@@ -29,9 +34,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model-config", default=None, metavar="PATH", help="a config.json or model directory to plan for"
     )
-    parser.add_argument("--gpu-memory-gb", type=float, default=80.0, help="memory of one GPU (default 80)")
     parser.add_argument(
-        "--margin", type=float, default=0.1, help="fraction of GPU memory kept free (default 0.1)"
+        "--gpu-memory-gb", type=POSITIVE_FLOAT, default=80.0, help="memory of one GPU (default 80)"
+    )
+    parser.add_argument(
+        "--margin",
+        type=FRACTION_BELOW_ONE,
+        default=0.1,
+        help="fraction of GPU memory kept free (default 0.1)",
     )
     parser.add_argument(
         "--eager-attention",
@@ -43,16 +53,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from corewarding.config import load_config
-    from corewarding.errors import ConfigError
+    from corewarding.files import atomic_write_json
     from corewarding.training import memory_plan as mp
 
-    cfg = load_config(args.config, args.overrides)
-    if args.gpus is not None and args.gpus < 1:
-        raise ConfigError(f"--gpus {args.gpus}: expected a positive number of GPUs")
-    if not 0 <= args.margin < 1:
-        raise ConfigError(f"--margin {args.margin}: expected a fraction in [0, 1)")
-    if args.gpu_memory_gb <= 0:
-        raise ConfigError(f"--gpu-memory-gb {args.gpu_memory_gb}: expected a positive size")
+    cfg = load_config(args.config, args.overrides)  # the options' numbers were checked by their types
     loaded = mp.load_model_shape(cfg.model.name_or_path, args.model_config)
     shape = loaded.shape
 
@@ -108,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
     for line in verdicts:
         print(line)
     if args.json:
-        mp.write_json(
+        atomic_write_json(
             args.json,
             {
                 "config": str(args.config),
