@@ -160,3 +160,17 @@ def test_same_file_sees_through_other_spellings_and_links(tmp_path):
     assert same_file(data, tmp_path / "." / "train.parquet")
     assert same_file(link, data)
     assert not same_file(data, tmp_path / "other.parquet")
+
+
+def test_published_files_get_the_mode_a_plain_write_would(tmp_path):
+    umask = os.umask(0o022)
+    try:
+        fresh = atomic_write_text(tmp_path / "summary.json", "{}\n")
+        assert fresh.stat().st_mode & 0o777 == 0o644  # not mkstemp's 0600
+        shared = tmp_path / "shared.json"
+        shared.write_text("{}")
+        shared.chmod(0o664)
+        atomic_write_text(shared, "[]\n")
+        assert shared.stat().st_mode & 0o777 == 0o664  # a replaced file keeps its mode
+    finally:
+        os.umask(umask)
