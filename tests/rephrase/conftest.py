@@ -9,6 +9,7 @@ question was asked before, so a test scripts e.g. "HTTP 500, then a good rewrite
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 from collections import Counter, defaultdict
@@ -40,6 +41,7 @@ class Reply:
     delay: float = 0.0
     usage: bool = True
     raw_body: str | None = None
+    finish_reason: str = "stop"
 
 
 def behaviour_reply(kind: str, question: str) -> Reply:
@@ -70,6 +72,17 @@ def behaviour_reply(kind: str, question: str) -> Reply:
         return Reply(status=429, raw_body='{"error": "rate limited"}')
     if kind == "http400":
         return Reply(status=400, raw_body='{"error": "prompt too long"}')
+    if kind == "http401":
+        return Reply(status=401, raw_body='{"error": "Unauthorized: missing API key"}')
+    if kind == "http404":  # what vLLM says to a wrong --model
+        return Reply(
+            status=404,
+            raw_body='{"object": "error", "message": "The model `wrong` does not exist.", "type": "NotFoundError"}',
+        )
+    if kind == "http422":
+        return Reply(status=422, raw_body='{"detail": "temperature: value is not a valid float"}')
+    if kind == "null":  # a reasoning model that spent max_tokens thinking, behind a reasoning parser
+        return Reply(None, finish_reason="length")
     if kind == "garbage200":
         return Reply(status=200, raw_body="<html>proxy error</html>")
     if kind.startswith("slow"):  # "slow:2.0" sleeps 2 s and then answers well
@@ -144,7 +157,11 @@ def _handler(server_state: ScriptedServer) -> type[BaseHTTPRequestHandler]:
                 "object": "chat.completion",
                 "model": body.get("model"),
                 "choices": [
-                    {"index": i, "message": {"role": "assistant", "content": c}, "finish_reason": "stop"}
+                    {
+                        "index": i,
+                        "message": {"role": "assistant", "content": c},
+                        "finish_reason": reply.finish_reason,
+                    }
                     for i, c in enumerate(contents)
                 ],
             }
@@ -213,3 +230,42 @@ def tiny_model_dir(tmp_path_factory, math20) -> Path:
 
     texts = [q.question for q in math20] + [default_instruction()] * 3
     return build_tiny_model(tmp_path_factory.mktemp("tiny") / "model", texts, vocab_size=400)
+
+
+@pytest.fixture
+def silent_server() -> Iterator[str]:
+    """An ``/v1`` URL whose socket accepts connections and reads nothing, never answering (a hung server)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(64)
+    sock.settimeout(0.05)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = sock.accept()
+            except OSError:  # the 0.05 s accept timeout, or the socket closed at teardown
+                continue
+            held.append(conn)
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}/v1"
+    finally:
+        stop.set()
+        thread.join(timeout=2)
+        for conn in held:
+            conn.close()
+        sock.close()
+
+
+@pytest.fixture
+def refused_url() -> str:
+    """An ``/v1`` URL on a port nobody listens on: every connection is refused at once."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}/v1"

@@ -36,7 +36,11 @@ SCRIPT: dict[int, tuple[list[str], list[str], int]] = {
     9: (["http500", "good"], ["ok"], 1),
     10: (["slow:1.5", "good"], ["ok"], 1),  # beyond --request-timeout 0.5: retried like a 5xx
     11: (["http429", "http500", "good"], ["ok"], 2),
-    12: (["http400", "good"], ["rejected", "ok"], 0),  # a 4xx is this request's fault: a failed attempt
+    12: (
+        ["null", "good"],
+        ["no_content", "ok"],
+        0,
+    ),  # content: null is a failed attempt, not an empty rewrite
     13: (["thinking"], ["ok"], 0),
     14: (["garbage200", "good"], ["ok"], 1),
     15: (["nousage"], ["ok"], 0),
@@ -84,7 +88,7 @@ def test_retry_and_failure_accounting_is_exact(scripted, math20, math20_path, tm
     assert summary["kept_original"] == 4 and summary["dropped"] == 0 and summary["dropped_rows"] == []
     assert summary["attempts"] == 34 and summary["retries"] == 14 and summary["http_retries"] == 5
     assert summary["attempt_statuses"] == {
-        "empty": 4, "lost_number": 5, "ok": 16, "rejected": 1, "unparsable": 4, "verbatim": 4,
+        "empty": 4, "lost_number": 5, "no_content": 1, "ok": 16, "unparsable": 4, "verbatim": 4,
     }  # fmt: skip
     assert summary["failure_reasons"] == {"unparsable": 1, "empty": 1, "verbatim": 1, "lost_number": 1}
     assert summary["tokens"]["requests_without_usage"] == 1

@@ -30,7 +30,9 @@ def _args(inp, out, model, *extra: str) -> list[str]:
 def test_random_model_replies_are_failures_kept_or_dropped(tiny_model_dir, math20_path, tmp_path, capsys):
     out = tmp_path / "tiny.parquet"
     assert main(_args(math20_path, out, tiny_model_dir, "--on-failure", "drop")) == 2
-    assert "all 4 rows were dropped" in capsys.readouterr().err
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("corewarding rephrase: error: all 4 rows of this run fell back to the original")
+    assert "; last failure: row " in err and "they are not marked done" in err and "\n" not in err
     assert not out.exists()
     summary = json.loads(sidecar(out, ".summary.json").read_text())
     assert summary["successes"] == 0 and summary["failures"] == 4 and summary["dropped"] == 4
@@ -46,14 +48,22 @@ def test_random_model_replies_are_failures_kept_or_dropped(tiny_model_dir, math2
     assert len({e["seed"] for e in log}) == 8  # one requested seed per (row, attempt)
     assert len({e["sampler_seed"] for e in log}) == 2  # HF seeds a batch: attempt 0's and attempt 1's
 
-    # keep/drop is decided when the output is assembled: the same state now yields the kept originals
-    assert main(_args(math20_path, out, tiny_model_dir, "--on-failure", "keep")) == 0
+    # keep/drop is decided when the output is assembled: the same state, its fallbacks accepted as done,
+    # now yields the kept originals without generating anything
+    assert main(_args(math20_path, out, tiny_model_dir, "--on-failure", "keep", "--keep-fallbacks")) == 0
     summary = json.loads(sidecar(out, ".summary.json").read_text())
     assert summary["resumed_rows"] == 4 and summary["rows_this_run"] == 0 and summary["kept_original"] == 4
     pairs = load_pairs(math20_path, out, limit=4)
     assert all(b.question == a.question for a, b in pairs)
     assert all(b.extra["extra_info"]["rephrase_status"] == "failed" for _, b in pairs)
     assert pq.read_table(out).num_rows == 4
+
+    # without --keep-fallbacks a rerun tries the fallbacks again, continuing the attempts with new seeds
+    assert main(_args(math20_path, out, tiny_model_dir, "--on-failure", "keep")) == 2
+    assert "retrying 4 that fell back" in capsys.readouterr().err
+    log = [json.loads(x) for x in sidecar(out, ".log.jsonl").read_text().splitlines()]
+    assert sorted((e["row"], e["attempt"]) for e in log) == [(r, a) for r in range(4) for a in range(4)]
+    assert len({e["seed"] for e in log}) == 16
 
 
 def test_batching_backend_groups_concurrent_requests(tiny_model_dir):

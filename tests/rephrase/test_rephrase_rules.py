@@ -1,13 +1,10 @@
-"""The rules that decide whether a reply is a rewrite: prompt building, parsing, numbers, torn journals."""
+"""The rules that decide whether a reply is a rewrite: prompt building, parsing, numbers, the judge."""
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
-from corewarding.errors import ConfigError, DataError
-from corewarding.rephrase.journal import JsonlWriter, open_append, read_jsonl
+from corewarding.errors import ConfigError
 from corewarding.rephrase.judge import EMPTY, LOST_NUMBER, OK, UNPARSABLE, VERBATIM, judge_reply
 from corewarding.rephrase.numbers import missing_numbers, number_literals
 from corewarding.rephrase.pipeline import attempt_seed
@@ -146,32 +143,3 @@ def test_attempt_seeds_are_distinct_and_reproducible():
     seeds = {attempt_seed(0, row, attempt) for row in range(50) for attempt in range(4)}
     assert len(seeds) == 200
     assert attempt_seed(0, 3, 1) == attempt_seed(0, 3, 1) != attempt_seed(1, 3, 1)
-
-
-# ----------------------------------------------------------------------------------------- journal
-
-
-def test_journal_tolerates_a_torn_last_line_and_refuses_corruption(tmp_path):
-    path = tmp_path / "state.jsonl"
-    with JsonlWriter(path, durable=True) as w:
-        w.write({"row": 0})
-        w.write({"row": 1})
-    with path.open("a") as f:
-        f.write('{"row": 2, "rewr')  # killed mid-write
-    records, torn = read_jsonl(path)
-    assert records == [{"row": 0}, {"row": 1}] and torn
-    with JsonlWriter(path, durable=True) as w:  # the fragment is cut off before appending
-        w.write({"row": 2})
-    assert [json.loads(line) for line in path.read_text().splitlines()] == [
-        {"row": 0},
-        {"row": 1},
-        {"row": 2},
-    ]
-    assert read_jsonl(path) == ([{"row": 0}, {"row": 1}, {"row": 2}], False)
-
-    path.write_text('{"row": 0}\nnot json\n{"row": 2}\n')
-    with pytest.raises(DataError, match=r"state\.jsonl: line 2"):
-        read_jsonl(path)
-    assert read_jsonl(tmp_path / "absent.jsonl") == ([], False)
-    open_append(tmp_path / "sub" / "new.jsonl").close()
-    assert (tmp_path / "sub" / "new.jsonl").exists()

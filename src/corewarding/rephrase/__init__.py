@@ -2,7 +2,7 @@
 
 ``prompt`` (the paper's instruction and reply parsing), ``numbers`` and ``judge`` (what counts as an
 acceptable rewrite), ``backends`` (HTTP endpoint, local engines), ``pipeline`` (attempts, retries, answer
-check, resumable state, aligned outputs), ``journal`` (crash-safe JSONL) and ``cli``.
+check, resumable state in crash-safe JSONL through ``corewarding.files``, aligned outputs) and ``cli``.
 """
 
 from corewarding.rephrase.judge import Verdict, judge_reply

@@ -6,10 +6,16 @@ instruction and writes a verl parquet aligned row by row with INPUT (same ground
 ``load_pairs(INPUT, OUT)`` pairs them. Beside OUT it keeps:
 
 * ``OUT-stem.log.jsonl`` — every raw generation (row, attempt, seed, reply, status, reason, tokens);
-* ``OUT-stem.state.jsonl`` — finished rows; rerunning the same command resumes from it;
+* ``OUT-stem.state.jsonl`` — finished rows; rerunning the same command resumes from it. A row that fell
+  back to its original question (no acceptable rewrite) is recorded but not done: a rerun tries it again
+  with new seeds, unless ``--keep-fallbacks`` accepts it;
 * ``OUT-stem.summary.json`` — the counts printed at the end;
 * ``OUT-stem.original.parquet`` — with ``--on-failure drop`` or ``--drop-disagreeing``: the original rows
   that were kept, aligned with OUT (the pair to give ``load_pairs``).
+
+A run whose rows all fell back exits with an error quoting the last failure, and a request the server
+refuses for good (wrong ``--model``, missing key: HTTP 4xx other than 408/409/425/429) stops the run with
+the server's message: neither yields an "output" that is silently the input.
 
 Backends: ``--api-base URL --model NAME`` (OpenAI-compatible server such as ``vllm serve`` or SGLang),
 ``--backend hf --model PATH`` (local transformers model, batched) or ``--engine vllm --model PATH``
@@ -24,16 +30,46 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import sys
+import textwrap
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
+from corewarding.arguments import (
+    NONNEGATIVE_FLOAT,
+    NONNEGATIVE_INT,
+    OPEN_FRACTION,
+    POSITIVE_FLOAT,
+    POSITIVE_INT,
+    SEED,
+    TEMPERATURE,
+)
 from corewarding.errors import ConfigError, CorewardingError
+from corewarding.rephrase.backends import (
+    BACKOFF_MAX_S,
+    BACKOFF_S,
+    CONNECT_TIMEOUT_S,
+    GIVE_UP_AFTER_S,
+    HTTP_RETRIES,
+    REQUEST_TIMEOUT_S,
+    give_up_bound,
+)
 from corewarding.rollout.types import SamplingParams
+
+
+def _give_up_text() -> str:
+    """The defaults' worst cases, computed from the same constants the backend uses (so help never lies)."""
+    never = give_up_bound()
+    refused = sum(min(BACKOFF_MAX_S, BACKOFF_S * 2**k) for k in range(HTTP_RETRIES))
+    return textwrap.fill(
+        f"With the defaults a server that accepts connections but never answers stops the run after at most "
+        f"{never:g} s ({never / 60:g} min); one that refuses connections within about {refused:g} s (one that "
+        f"drops them: {(HTTP_RETRIES + 1) * CONNECT_TIMEOUT_S + refused:g} s). A refusal that retrying cannot "
+        "fix (HTTP 4xx other than 408/409/425/429: wrong --model, missing key) stops it at once.",
+        width=100,
+    )
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -44,9 +80,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--out", required=True, help="output parquet (verl layout, aligned with INPUT)")
     parser.add_argument("--split", default=None, help="dataset split (for dataset inputs)")
-    parser.add_argument("--limit", type=int, default=None, help="only the first N rows of INPUT")
+    parser.add_argument("--limit", type=POSITIVE_INT, default=None, help="only the first N rows of INPUT")
 
-    g = parser.add_argument_group("backend")
+    g = parser.add_argument_group("backend", _give_up_text())
     g.add_argument(
         "--backend", "--engine", dest="backend", choices=("api", "hf", "vllm"), default=None,
         help="api (OpenAI-compatible HTTP; the default with --api-base), hf (local transformers; the default "
@@ -59,20 +95,46 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--api-key-env", default="OPENAI_API_KEY", help="environment variable holding the API key")
     g.add_argument(
         "--concurrency",
-        type=int,
+        type=POSITIVE_INT,
         default=None,
         help="rows in flight (default: 8 for api, --batch-size for local models)",
     )
-    g.add_argument("--batch-size", type=int, default=16, help="local models: sequences per generate call")
-    g.add_argument("--request-timeout", type=float, default=600.0, help="seconds per HTTP request")
     g.add_argument(
-        "--http-retries",
-        type=int,
-        default=6,
-        help="retries of one HTTP request on 429/5xx/connection errors/timeouts before the run stops",
+        "--batch-size", type=POSITIVE_INT, default=16, help="local models: sequences per generate call"
     )
     g.add_argument(
-        "--backoff", type=float, default=1.0, help="first backoff delay in seconds (doubles each retry)"
+        "--request-timeout",
+        type=POSITIVE_FLOAT,
+        default=REQUEST_TIMEOUT_S,
+        help=f"seconds one HTTP try may take, connect to last byte (default {REQUEST_TIMEOUT_S:g}: a 32B model "
+        "writing 4k tokens at 25 tokens/s fits)",
+    )
+    g.add_argument(
+        "--connect-timeout",
+        type=POSITIVE_FLOAT,
+        default=CONNECT_TIMEOUT_S,
+        help=f"seconds to open a connection (default {CONNECT_TIMEOUT_S:g})",
+    )
+    g.add_argument(
+        "--http-retries",
+        type=NONNEGATIVE_INT,
+        default=HTTP_RETRIES,
+        help="retries of one HTTP request on 408/409/425/429/5xx, connection errors and timeouts before the "
+        f"run stops (default {HTTP_RETRIES})",
+    )
+    g.add_argument(
+        "--backoff",
+        type=NONNEGATIVE_FLOAT,
+        default=BACKOFF_S,
+        help=f"first backoff delay in seconds (doubles each retry, at most {BACKOFF_MAX_S:g} s)",
+    )
+    g.add_argument(
+        "--give-up-after",
+        type=POSITIVE_FLOAT,
+        default=GIVE_UP_AFTER_S,
+        help=f"seconds one HTTP request may spend on all its tries and waits before the run stops (default "
+        f"{GIVE_UP_AFTER_S:g}; the worst case of a never-answering server is the smaller of this and "
+        "(retries + 1) x --request-timeout + the backoffs)",
     )
     g.add_argument("--extra-body", default=None, help="JSON object merged into every HTTP request body")
     g.add_argument(
@@ -90,11 +152,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="rewriting instruction (default: the paper's); the question is appended after a blank line, "
         "or put where the file says {question}",
     )
-    g.add_argument("--temperature", type=float, default=0.7)
-    g.add_argument("--top-p", type=float, default=0.8)
-    g.add_argument("--max-tokens", type=int, default=4096, help="max new tokens per reply")
-    g.add_argument("--seed", type=int, default=0, help="base seed; each (row, attempt) derives its own")
-    g.add_argument("--max-retries", type=int, default=3, help="extra attempts after a rejected reply")
+    g.add_argument("--temperature", type=TEMPERATURE, default=0.7)
+    g.add_argument("--top-p", type=OPEN_FRACTION, default=0.8)
+    g.add_argument("--max-tokens", type=POSITIVE_INT, default=4096, help="max new tokens per reply")
+    g.add_argument("--seed", type=SEED, default=0, help="base seed; each (row, attempt) derives its own")
+    g.add_argument(
+        "--max-retries", type=NONNEGATIVE_INT, default=3, help="extra attempts after a rejected reply"
+    )
     g.add_argument(
         "--no-number-check",
         action="store_true",
@@ -105,6 +169,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=("keep", "drop"),
         default="keep",
         help="a row without an acceptable rewrite: keep the original question, or drop the row",
+    )
+    g.add_argument(
+        "--keep-fallbacks",
+        action="store_true",
+        help="count rows that fell back to the original question (every attempt failed: unparsable, lost "
+        "numbers, content: null, ...) as done, so a rerun does not try them again. Without it they are "
+        "recorded but not done: the same command retries them with new seeds",
     )
 
     g = parser.add_argument_group("answer check (optional filter, not in the paper)")
@@ -120,9 +191,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="hf",
         help="how MODEL runs (api: at --api-base)",
     )
-    g.add_argument("--check-k", type=int, default=4, help="samples per view")
-    g.add_argument("--check-temperature", type=float, default=0.6)
-    g.add_argument("--check-max-tokens", type=int, default=3072)
+    g.add_argument("--check-k", type=POSITIVE_INT, default=4, help="samples per view")
+    g.add_argument("--check-temperature", type=TEMPERATURE, default=0.6)
+    g.add_argument("--check-max-tokens", type=POSITIVE_INT, default=3072)
     g.add_argument("--drop-disagreeing", action="store_true", help="drop pairs whose majority answers differ")
 
     g = parser.add_argument_group("files and progress")
@@ -140,31 +211,67 @@ def sidecar(out: Path, suffix: str) -> Path:
     return out.with_name(stem + suffix)
 
 
-def _validate(args: argparse.Namespace) -> None:
+def output_paths(args: argparse.Namespace) -> dict[str, Path]:
+    """Every file the run writes, by the setting that names it (the sidecars follow ``--out``)."""
+    out = Path(args.out).expanduser()
+    paths = {
+        "--out": out,
+        "--log": Path(args.log).expanduser() if args.log else sidecar(out, ".log.jsonl"),
+        "--state": Path(args.state).expanduser() if args.state else sidecar(out, ".state.jsonl"),
+        "the summary": sidecar(out, ".summary.json"),
+    }
+    if args.on_failure == "drop" or args.drop_disagreeing:
+        paths["the original-rows output"] = sidecar(out, ".original.parquet")
+    return paths
+
+
+def check_output_paths(source: str, paths: dict[str, Path]) -> None:
+    """Refuse, before any work, outputs that would overwrite the input or each other, or cannot be written.
+
+    The input is compared as a file (through links and other spellings of the same path), because writing
+    the output parquet or appending the journal to it would destroy the very questions being rephrased.
+    """
+    from corewarding.data.paths import resolve_data_path
+    from corewarding.files import require_output_file, same_file
+
+    source_path = resolve_data_path(source)
+    if source_path.is_file():
+        for setting, path in paths.items():
+            if same_file(path, source_path):
+                raise ConfigError(
+                    f"{setting} {str(path)!r} is the input file {source!r}"
+                    + (f" ({source_path})" if str(source_path) != source else "")
+                    + f"; refusing to overwrite the input: choose another {setting.removeprefix('the ')}"
+                )
+    named = list(paths.items())
+    for i, (a, path_a) in enumerate(named):
+        for b, path_b in named[i + 1 :]:
+            if same_file(path_a, path_b):
+                raise ConfigError(f"{a} and {b} are the same file {str(path_a)!r}; give them different paths")
+    for setting, path in paths.items():
+        require_output_file(path, setting)
+
+
+def _validate(args: argparse.Namespace) -> dict[str, Path]:
+    """Check the options and the output locations before anything loads; the output paths."""
+    from corewarding.rephrase.backends import parse_json_option
+
     if args.backend is None:
         args.backend = "api" if args.api_base else "hf"
     if args.backend == "api" and not args.api_base:
         raise ConfigError("--backend api needs --api-base URL (e.g. http://localhost:8000/v1)")
     if args.check_backend == "api" and args.check_answers and not args.api_base:
         raise ConfigError("--check-backend api needs --api-base URL")
+    if args.api_base and not args.api_base.startswith(("http://", "https://")):
+        raise ConfigError(
+            f"--api-base: expected an http(s) URL such as http://localhost:8000/v1, got {args.api_base!r}"
+        )
     if args.drop_disagreeing and not args.check_answers:
         raise ConfigError("--drop-disagreeing needs --check-answers MODEL (nothing is checked otherwise)")
-    if args.limit is not None and args.limit < 1:
-        raise ConfigError(f"--limit: expected a positive integer, got {args.limit}")
-    for name in ("batch_size", "max_tokens", "check_max_tokens"):
-        if getattr(args, name) < 1:
-            raise ConfigError(
-                f"--{name.replace('_', '-')}: expected a positive integer, got {getattr(args, name)}"
-            )
-    if args.concurrency is not None and args.concurrency < 1:
-        raise ConfigError(f"--concurrency: expected a positive integer, got {args.concurrency}")
-    if args.request_timeout <= 0:
-        raise ConfigError(f"--request-timeout: expected seconds > 0, got {args.request_timeout}")
-    if args.http_retries < 0:
-        raise ConfigError(f"--http-retries: expected 0 or more, got {args.http_retries}")
-    out = Path(args.out)
-    if out.exists() and out.is_dir():
-        raise ConfigError(f"--out {out}: is a folder; expected a parquet file path")
+    args.extra_body_json = parse_json_option("--extra-body", args.extra_body)
+    paths = output_paths(args)
+    check_output_paths(args.input, paths)
+    return paths
 
 
 class _BackendFactory:
@@ -175,12 +282,7 @@ class _BackendFactory:
         self._local: dict[tuple[str, str], Any] = {}
 
     def build(self, kind: str, model: str, concurrency: int | None) -> Any:
-        from corewarding.rephrase.backends import (
-            BatchingBackend,
-            EngineRunner,
-            OpenAIChatBackend,
-            parse_json_option,
-        )
+        from corewarding.rephrase.backends import BatchingBackend, EngineRunner, OpenAIChatBackend
 
         a = self.args
         if kind == "api":
@@ -194,11 +296,14 @@ class _BackendFactory:
                 a.api_base,
                 model,
                 api_key=key,
+                api_key_env=a.api_key_env,
                 concurrency=concurrency or OpenAIChatBackend.default_concurrency,
                 request_timeout=a.request_timeout,
+                connect_timeout=a.connect_timeout,
                 max_http_retries=a.http_retries,
                 backoff_base=a.backoff,
-                extra_body=parse_json_option("--extra-body", a.extra_body),
+                give_up_after=a.give_up_after,
+                extra_body=a.extra_body_json,
                 tokenizer=tokenizer,
             )
         cache_key = (kind, model)
@@ -225,8 +330,10 @@ def run(args: argparse.Namespace) -> int:
 
     from corewarding.data import load_questions
     from corewarding.data.writers import save_questions_parquet
-    from corewarding.rephrase.journal import JsonlWriter
+    from corewarding.files import JsonlAppender, atomic_write_json
+    from corewarding.rephrase.backends import EndpointUnavailable, RequestRefused
     from corewarding.rephrase.pipeline import (
+        ROW_OK,
         STATE_VERSION,
         Progress,
         RephraseSettings,
@@ -240,12 +347,11 @@ def run(args: argparse.Namespace) -> int:
     from corewarding.rephrase.prompt import load_instruction
 
     started = time.perf_counter()
-    _validate(args)
-    out = Path(args.out).expanduser()
-    log_path = Path(args.log) if args.log else sidecar(out, ".log.jsonl")
-    state_path = Path(args.state) if args.state else sidecar(out, ".state.jsonl")
-    summary_path = sidecar(out, ".summary.json")
+    paths = _validate(args)
+    out, log_path, state_path = paths["--out"], paths["--log"], paths["--state"]
+    summary_path = paths["the summary"]
     original_out = sidecar(out, ".original.parquet")
+    write_original = "the original-rows output" in paths
 
     settings = RephraseSettings(
         instruction=load_instruction(args.prompt_file),
@@ -274,12 +380,25 @@ def run(args: argparse.Namespace) -> int:
     }
     if args.restart:  # the old log describes attempts whose results are being discarded
         log_path.unlink(missing_ok=True)
-    state = load_state(state_path, header, len(questions), restart=args.restart)
-    resumed = len(state.rows)
-    todo = [i for i in range(len(questions)) if i not in state.rows]
-    if resumed:
-        print(f"resuming: {resumed} of {len(questions)} rows already done ({state_path})", file=sys.stderr)
+    state = load_state(
+        state_path, header, len(questions), restart=args.restart, keep_fallbacks=args.keep_fallbacks
+    )
+    resumed = len(state.done)
+    todo = [i for i in range(len(questions)) if i not in state.done]
+    retried = state.fallbacks_to_retry
+    if resumed or retried:
+        again = (
+            f"; retrying {len(retried)} that fell back to the original question (--keep-fallbacks accepts them)"
+            if retried
+            else ""
+        )
+        print(
+            f"resuming: {resumed} of {len(questions)} rows already done ({state_path}){again}",
+            file=sys.stderr,
+        )
 
+    counts = Progress()
+    last_failure: dict[str, Any] | None = None
     if todo:
         factory = _BackendFactory(args)
         backend = factory.build(args.backend, args.model, args.concurrency)
@@ -289,25 +408,30 @@ def run(args: argparse.Namespace) -> int:
             else None
         )
         concurrency = args.concurrency or backend.default_concurrency
-        counts = Progress()
         bar = tqdm(
             total=len(questions), initial=resumed, unit="row", desc="rephrase", disable=args.no_progress,
             dynamic_ncols=True, file=sys.stderr,
         )  # fmt: skip
 
         def on_done(record: dict[str, Any]) -> None:
+            nonlocal last_failure
             state.rows[record["row"]] = record
-            counts.ok += record["status"] == "ok"
-            counts.failed += record["status"] != "ok"
+            counts.ok += record["status"] == ROW_OK
+            counts.failed += record["status"] != ROW_OK
             counts.retries += record["attempts"] - 1
+            if record["status"] != ROW_OK:
+                last_failure = record
             bar.set_postfix(ok=counts.ok, failed=counts.failed, retries=counts.retries, refresh=False)
             bar.update(1)
 
         async def go() -> None:
             try:
-                with JsonlWriter(log_path, durable=False) as log, JsonlWriter(state_path, durable=True) as st:
+                with (
+                    JsonlAppender(log_path, durable=False) as log,
+                    JsonlAppender(state_path, durable=True) as st,
+                ):
                     processor = RowProcessor(backend, settings, log, check_backend)
-                    await run_rows(questions, todo, processor, st, concurrency, on_done)
+                    await run_rows(questions, todo, processor, st, concurrency, on_done, state.next_attempt)
             finally:
                 await backend.aclose()
                 if check_backend is not None and check_backend is not backend:
@@ -315,6 +439,14 @@ def run(args: argparse.Namespace) -> int:
 
         try:
             asyncio.run(go())
+        except (EndpointUnavailable, RequestRefused) as err:
+            marked = counts.ok + (counts.failed if args.keep_fallbacks else 0)
+            saved = (
+                "nothing was marked done"
+                if not marked
+                else f"{marked} row(s) finished before it are saved; the same command resumes after them"
+            )
+            raise type(err)(f"{err}; {saved}") from None
         finally:
             bar.close()
 
@@ -322,7 +454,6 @@ def run(args: argparse.Namespace) -> int:
         questions, state.rows, on_failure=args.on_failure, drop_disagreeing=args.drop_disagreeing
     )
     summary = summarize(state.rows, assembled, resumed_rows=resumed, seconds=time.perf_counter() - started)
-    write_original = args.on_failure == "drop" or args.drop_disagreeing
     summary = {
         "input": str(args.input),
         "output": str(out),
@@ -334,10 +465,28 @@ def run(args: argparse.Namespace) -> int:
         "check_model": args.check_answers,
         "check_k": args.check_k if args.check_answers else None,
         "on_failure": args.on_failure,
+        "keep_fallbacks": args.keep_fallbacks,
+        "retried_fallbacks": len(retried),
+        "last_failure": _failure_text(last_failure) if last_failure else None,
         **summary,
     }
+    ran = counts.ok + counts.failed
+    if ran and not counts.ok:
+        # A run whose every row fell back is almost always the server's fault (content: null, a wrong
+        # chat template...); a parquet of original questions would pass for a rephrased view.
+        atomic_write_json(summary_path, summary)
+        _print_summary(summary, summary_path)
+        fate = (
+            f"they are marked done (--keep-fallbacks): rerun to write {out} from them"
+            if args.keep_fallbacks
+            else "they are not marked done: fix the cause and rerun to retry them (--keep-fallbacks accepts them)"
+        )
+        raise CorewardingError(
+            f"all {ran} rows of this run fell back to the original question; last failure: "
+            f"{summary['last_failure']}; {out} was not written; {fate} (details in {summary_path})"
+        )
     if not assembled.rephrased:
-        _write_json_atomic(summary_path, summary)
+        atomic_write_json(summary_path, summary)
         _print_summary(summary, summary_path)
         raise CorewardingError(
             f"all {len(questions)} rows were dropped; nothing to write to {out} (reasons in {summary_path})"
@@ -345,20 +494,23 @@ def run(args: argparse.Namespace) -> int:
     save_questions_parquet(assembled.rephrased, out)
     if write_original:
         save_questions_parquet(assembled.originals, original_out)
-    _write_json_atomic(summary_path, summary)
+    atomic_write_json(summary_path, summary)
     _print_summary(summary, summary_path)
+    fallbacks = [r for r in range(len(questions)) if state.rows[r]["status"] != ROW_OK]
+    if fallbacks and not args.keep_fallbacks:
+        print(
+            f"note: {len(fallbacks)} row(s) fell back to the original question and are not marked done "
+            f"(first: row {fallbacks[0]}); rerun the same command to retry them, or add --keep-fallbacks to "
+            "accept them",
+            file=sys.stderr,
+        )
     return 0
 
 
-def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+def _failure_text(record: dict[str, Any]) -> str:
+    """``row R: reason`` on one line (a reason may quote a reply)."""
+    reason = " ".join(str(record.get("reason") or record["attempt_statuses"][-1]).split())
+    return f"row {record['row']}: {reason[:300]}"
 
 
 def _print_summary(s: dict[str, Any], path: Path) -> None:

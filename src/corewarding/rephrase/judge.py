@@ -18,8 +18,8 @@ EMPTY = "empty"
 UNPARSABLE = "unparsable"
 VERBATIM = "verbatim"
 LOST_NUMBER = "lost_number"
-REJECTED = "rejected"  # the backend refused the request (HTTP 4xx)
-ATTEMPT_STATUSES = (OK, EMPTY, UNPARSABLE, VERBATIM, LOST_NUMBER, REJECTED)
+NO_CONTENT = "no_content"  # the server answered with ``content: null``: no text to judge at all
+ATTEMPT_STATUSES = (OK, EMPTY, UNPARSABLE, VERBATIM, LOST_NUMBER, NO_CONTENT)
 
 
 @dataclass(frozen=True)

@@ -3,12 +3,16 @@
 Each row is one asyncio task (at most ``concurrency`` at a time). A row tries up to ``1 + max_retries``
 replies, each sampled with its own seed derived from (``seed``, row, attempt) so a rerun asks the same
 things; every reply goes to the generation log with its verdict. The first accepted reply ends the row;
-if none is accepted the row is a recorded failure — never an accepted bad rewrite. With an answer-check
-backend, an accepted pair is then solved ``check_k`` times per view and the two majority answers compared.
+if none is accepted the row is a recorded failure — never an accepted bad rewrite — and falls back to its
+original question in the output. With an answer-check backend, an accepted pair is then solved
+``check_k`` times per view and the two majority answers compared.
 
-A finished row is appended to the state file (fsync'd) before it counts as done; on restart the rows in
-the state are skipped. The state begins with a header describing the input and the settings; resuming
-with a different input or different settings is refused, so one output never mixes two configurations.
+A finished row is appended to the state file (fsync'd, through :class:`corewarding.files.JsonlAppender`)
+before it counts as done; on restart the rows in the state are skipped. A row that fell back is recorded
+but *not* done: its failure may have been the server's (a misconfigured model, ``content: null``), so a
+rerun tries it again, continuing the attempt numbers (new seeds), unless ``keep_fallbacks`` accepts it. The
+state begins with a header describing the input and the settings; resuming with a different input or
+different settings is refused, so one output never mixes two configurations.
 """
 
 from __future__ import annotations
@@ -27,9 +31,9 @@ from typing import Any
 
 from corewarding.data.question import Question
 from corewarding.errors import ConfigError, DataError
-from corewarding.rephrase.backends import Backend, Completion, RequestRejected, with_seed
-from corewarding.rephrase.journal import JsonlWriter, read_jsonl
-from corewarding.rephrase.judge import REJECTED, Verdict, judge_reply
+from corewarding.files import JsonlAppender, append_jsonl, read_jsonl
+from corewarding.rephrase.backends import Backend, Completion, with_seed
+from corewarding.rephrase.judge import NO_CONTENT, Verdict, judge_reply
 from corewarding.rephrase.prompt import build_messages, instruction_digest
 from corewarding.rollout.types import SamplingParams
 
@@ -120,27 +124,90 @@ def rephrased_question(original: Question, rewrite: str) -> Question:
 
 @dataclass
 class RunState:
-    """Finished rows by position, loaded from (and appended to) the state file."""
+    """The state file's results: the latest record of every row that has one, and which rows are done.
+
+    ``rows`` holds fallbacks too (they are part of this run's output); ``done`` says which rows a run
+    skips: accepted rewrites always, fallbacks only with ``keep_fallbacks``. ``next_attempt`` is where a
+    retried row's attempt numbers (and so its seeds) continue.
+    """
 
     path: Path
     header: dict[str, Any]
     rows: dict[int, dict[str, Any]]
+    done: set[int] = field(default_factory=set)
+    next_attempt: dict[int, int] = field(default_factory=dict)
     torn_line: bool = False
     duplicates: int = 0
 
+    @property
+    def fallbacks_to_retry(self) -> list[int]:
+        """Rows whose latest result fell back to the original question and that this run tries again."""
+        return sorted(row for row in self.rows if row not in self.done)
 
-def load_state(path: Path, header: dict[str, Any], n_rows: int, restart: bool) -> RunState:
-    """Read the state file for this run (or start a new one); refuse a state made for something else."""
+
+# field -> (accepted types, what it should be) of a row record in the state file
+_ROW_FIELDS: dict[str, tuple[tuple[type, ...], str]] = {
+    "status": ((str,), "'ok' or 'failed'"),
+    "attempts": ((int,), "a positive integer"),
+    "attempt_statuses": ((list,), "a list of attempt statuses"),
+    "http_retries": ((int,), "an integer >= 0"),
+    "reason": ((str,), "a string"),
+    "prompt_tokens": ((int,), "an integer >= 0"),
+    "completion_tokens": ((int,), "an integer >= 0"),
+}
+
+
+def _check_row_record(rec: dict[str, Any], path: Path, line: int, n_rows: int) -> int:
+    """The row number of a state record, or a DataError naming the line and the field that is wrong.
+
+    A hand-edited or foreign file must fail here, with its line, not later as a KeyError in the summary.
+    """
+    row = rec.get("row")
+    if rec.get("type") != "row" or not isinstance(row, int) or isinstance(row, bool) or not 0 <= row < n_rows:
+        raise DataError(
+            f"{path}: line {line}: expected a row record with 'row' in [0, {n_rows}), got {rec!r:.160}"
+        )
+    for name, (types, expected) in _ROW_FIELDS.items():
+        value = rec.get(name)
+        if not isinstance(value, types) or isinstance(value, bool):
+            raise DataError(
+                f"{path}: line {line}: row {row}: field '{name}': expected {expected}, got {value!r:.80}"
+            )
+    ok = rec["status"] == ROW_OK
+    if (
+        rec["status"] not in (ROW_OK, ROW_FAILED)
+        or rec["attempts"] < 1
+        or len(rec["attempt_statuses"]) != rec["attempts"]
+        or (ok and not isinstance(rec.get("rewrite"), str))
+        or not isinstance(rec.get("answer_check"), dict | None)
+    ):
+        raise DataError(
+            f"{path}: line {line}: row {row}: expected status 'ok' (with a rewrite) or 'failed', attempts >= 1 "
+            f"with one status each, answer_check an object or null; got status {rec['status']!r}, attempts "
+            f"{rec['attempts']!r}, {len(rec['attempt_statuses'])} statuses, rewrite {rec.get('rewrite')!r:.60}"
+        )
+    return row
+
+
+def load_state(
+    path: Path, header: dict[str, Any], n_rows: int, restart: bool, keep_fallbacks: bool = False
+) -> RunState:
+    """Read the state file for this run (or start a new one); refuse a state made for something else.
+
+    The file is read under the one JSONL rule (:func:`corewarding.files.read_jsonl`): a torn last line
+    left by a kill is dropped (and reported), damage anywhere else is a DataError naming the line.
+    """
     if restart and path.exists():
         path.unlink()
-    records, torn = read_jsonl(path)
-    if not records:
-        with JsonlWriter(path, durable=True) as w:
-            w.write(header)
-        return RunState(path, header, {}, torn_line=torn)
-    first = records[0]
+    contents = read_jsonl(path, what="rephrase state records")
+    if not contents.rows:
+        append_jsonl(path, [header], durable=True)
+        return RunState(path, header, {}, torn_line=contents.torn)
+    first = contents.rows[0]
     if first.get("type") != "header":
-        raise DataError(f"{path}: line 1: expected the state header, got {json.dumps(first)[:120]}")
+        raise DataError(
+            f"{path}: line {contents.line_numbers[0]}: expected the state header, got {json.dumps(first)[:120]}"
+        )
     differing = sorted(
         k for k in set(first) | set(header) if k not in ("type", "created") and first.get(k) != header.get(k)
     )
@@ -150,19 +217,16 @@ def load_state(path: Path, header: dict[str, Any], n_rows: int, restart: bool) -
             f"{path} was written by a run with a different input or settings ({details}); rerun with the "
             "original options to resume, or pass --restart to discard it"
         )
-    rows: dict[int, dict[str, Any]] = {}
-    duplicates = 0
-    for lineno, rec in enumerate(records[1:], start=2):
-        row = rec.get("row")
-        if rec.get("type") != "row" or not isinstance(row, int) or not 0 <= row < n_rows:
-            raise DataError(
-                f"{path}: line {lineno}: expected a row record with 'row' in [0, {n_rows}), got {rec!r:.160}"
-            )
-        if row in rows:
-            duplicates += 1  # cannot happen with one writer; the first record wins, deterministically
+    state = RunState(path, first, {}, torn_line=contents.torn)
+    for line, rec in zip(contents.line_numbers[1:], contents.rows[1:], strict=True):
+        row = _check_row_record(rec, path, line, n_rows)
+        if row in state.rows and state.rows[row]["status"] == ROW_OK:
+            state.duplicates += 1  # cannot happen with one writer; an accepted rewrite is final
             continue
-        rows[row] = rec
-    return RunState(path, first, rows, torn_line=torn, duplicates=duplicates)
+        state.rows[row] = rec  # a later result supersedes a fallback
+        state.next_attempt[row] = state.next_attempt.get(row, 0) + rec["attempts"]
+    state.done = {r for r, rec in state.rows.items() if rec["status"] == ROW_OK or keep_fallbacks}
+    return state
 
 
 # ---------------------------------------------------------------------------------------- one row
@@ -184,7 +248,7 @@ class RowProcessor:
         self,
         backend: Backend,
         settings: RephraseSettings,
-        log: JsonlWriter,
+        log: JsonlAppender,
         check_backend: Backend | None = None,
     ):
         self.backend = backend
@@ -192,13 +256,18 @@ class RowProcessor:
         self.log = log
         self.check_backend = check_backend
 
-    async def process(self, row: int, question: Question) -> dict[str, Any]:
+    async def process(self, row: int, question: Question, first_attempt: int = 0) -> dict[str, Any]:
+        """Try ``question`` until a reply is accepted or the attempts run out; the row's state record.
+
+        ``first_attempt`` > 0 continues a row that fell back in an earlier run, with fresh seeds.
+        """
         s = self.settings
         messages = build_messages(s.instruction, question.question)
         record: dict[str, Any] = {
             "type": "row",
             "row": row,
             "index": question.extra.get("index"),
+            "first_attempt": first_attempt,
             "status": ROW_FAILED,
             "rewrite": None,
             "attempts": 0,
@@ -210,7 +279,7 @@ class RowProcessor:
             "tokens_unknown": 0,
             "answer_check": None,
         }
-        for attempt in range(s.max_retries + 1):
+        for attempt in range(first_attempt, first_attempt + s.max_retries + 1):
             seed = attempt_seed(s.seed, row, attempt)
             verdict, completion, reply, http_retries = await self._attempt(messages, seed, question.question)
             record["attempts"] += 1
@@ -218,22 +287,24 @@ class RowProcessor:
             record["attempt_statuses"].append(verdict.status)
             self._add_tokens(record, completion)
             self.log.write(
-                {
-                    "kind": "rephrase",
-                    "row": row,
-                    "index": question.extra.get("index"),
-                    "attempt": attempt,
-                    "seed": seed,
-                    "sampler_seed": completion.seed if completion is not None else None,
-                    "status": verdict.status,
-                    "reason": verdict.reason,
-                    "reply": reply,
-                    "http_retries": http_retries,
-                    "prompt_tokens": completion.prompt_tokens if completion else None,
-                    "completion_tokens": completion.completion_tokens if completion else None,
-                    "latency_s": round(completion.latency_s, 4) if completion else None,
-                    "time": time.time(),
-                }
+                [
+                    {
+                        "kind": "rephrase",
+                        "row": row,
+                        "index": question.extra.get("index"),
+                        "attempt": attempt,
+                        "seed": seed,
+                        "sampler_seed": completion.seed if completion is not None else None,
+                        "status": verdict.status,
+                        "reason": verdict.reason,
+                        "reply": reply,
+                        "http_retries": http_retries,
+                        "prompt_tokens": completion.prompt_tokens if completion else None,
+                        "completion_tokens": completion.completion_tokens if completion else None,
+                        "latency_s": round(completion.latency_s, 4) if completion else None,
+                        "time": time.time(),
+                    }
+                ]
             )
             if verdict.ok:
                 record["status"] = ROW_OK
@@ -247,14 +318,17 @@ class RowProcessor:
 
     async def _attempt(
         self, messages: list[dict[str, str]], seed: int, original: str
-    ) -> tuple[Verdict, Completion | None, str | None, int]:
+    ) -> tuple[Verdict, Completion, str | None, int]:
+        """One reply and its verdict. A backend failure that retrying cannot fix propagates: the run stops."""
         sampling = with_seed(self.settings.sampling, seed)
-        try:
-            completion = await self.backend.complete(messages, n=1, sampling=sampling)
-        except RequestRejected as err:
-            return Verdict(REJECTED, None, f"request rejected: {err}"), None, None, err.http_retries
+        completion = await self.backend.complete(messages, n=1, sampling=sampling)
         reply = completion.texts[0] if completion.texts else ""
-        verdict = judge_reply(original, reply, check_numbers=self.settings.check_numbers)
+        if reply is None:
+            finish = completion.finish_reasons[0] if completion.finish_reasons else None
+            why = f", finish_reason {finish!r}" if finish else ""
+            verdict = Verdict(NO_CONTENT, None, f"the server replied with content: null (no text{why})")
+        else:
+            verdict = judge_reply(original, reply, check_numbers=self.settings.check_numbers)
         return verdict, completion, reply, completion.http_retries
 
     @staticmethod
@@ -269,8 +343,9 @@ class RowProcessor:
     async def _check(self, row: int, question: Question, rewrite: str) -> dict[str, Any]:
         """Solve both views ``check_k`` times; compare the majority answers.
 
-        A view whose request is rejected, or whose samples contain no answer, has no majority; then the
-        pair is neither agreeing nor disagreeing (``agree`` is None) and no filter drops it.
+        A view whose samples contain no answer has no majority; then the pair is neither agreeing nor
+        disagreeing (``agree`` is None) and no filter drops it. A request the server refuses stops the run
+        (see ``backends``) rather than leaving every pair undetermined.
         """
         assert self.check_backend is not None
         s = self.settings
@@ -278,36 +353,32 @@ class RowProcessor:
         sampling = with_seed(s.check_sampling, seed)
         views = {"original": question, "rephrased": rephrased_question(question, rewrite)}
 
-        async def sample(q: Question) -> Completion | RequestRejected:
+        async def sample(q: Question) -> Completion:
             assert self.check_backend is not None
-            try:
-                return await self.check_backend.complete(q.messages, n=s.check_k, sampling=sampling)
-            except RequestRejected as err:
-                return err
+            return await self.check_backend.complete(q.messages, n=s.check_k, sampling=sampling)
 
         results = dict(zip(views, await asyncio.gather(*(sample(q) for q in views.values())), strict=True))
-        texts = {v: r.texts if isinstance(r, Completion) else [] for v, r in results.items()}
+        texts = {v: [t or "" for t in r.texts] for v, r in results.items()}
         verdict = await asyncio.to_thread(_majorities, texts["original"], texts["rephrased"])
-        errors = [f"{v}: request rejected: {r}" for v, r in results.items() if isinstance(r, RequestRejected)]
-        completions = [r for r in results.values() if isinstance(r, Completion)]
         for view, result in results.items():
             answers, majority, votes = verdict[view]
             self.log.write(
-                {
-                    "kind": f"check_{view}",
-                    "row": row,
-                    "index": question.extra.get("index"),
-                    "seed": seed,
-                    "sampler_seed": result.seed if isinstance(result, Completion) else None,
-                    "replies": texts[view],
-                    "answers": answers,
-                    "majority": majority,
-                    "votes": votes,
-                    "error": str(result) if isinstance(result, RequestRejected) else None,
-                    "prompt_tokens": result.prompt_tokens if isinstance(result, Completion) else None,
-                    "completion_tokens": result.completion_tokens if isinstance(result, Completion) else None,
-                    "time": time.time(),
-                }
+                [
+                    {
+                        "kind": f"check_{view}",
+                        "row": row,
+                        "index": question.extra.get("index"),
+                        "seed": seed,
+                        "sampler_seed": result.seed,
+                        "replies": texts[view],
+                        "answers": answers,
+                        "majority": majority,
+                        "votes": votes,
+                        "prompt_tokens": result.prompt_tokens,
+                        "completion_tokens": result.completion_tokens,
+                        "time": time.time(),
+                    }
+                ]
             )
         return {
             "original_majority": verdict["original"][1],
@@ -316,9 +387,8 @@ class RowProcessor:
             "rephrased_votes": verdict["rephrased"][2],
             "k": s.check_k,
             "agree": verdict["agree"],
-            "error": "; ".join(errors) or None,
-            "prompt_tokens": sum(c.prompt_tokens or 0 for c in completions),
-            "completion_tokens": sum(c.completion_tokens or 0 for c in completions),
+            "prompt_tokens": sum(c.prompt_tokens or 0 for c in results.values()),
+            "completion_tokens": sum(c.completion_tokens or 0 for c in results.values()),
         }
 
 
@@ -347,7 +417,7 @@ class GroupCommit:
     worker thread; ``write`` returns only once its record is on disk, so "done" still means durable.
     """
 
-    def __init__(self, writer: JsonlWriter):
+    def __init__(self, writer: JsonlAppender):
         self.writer = writer
         self._queue: asyncio.Queue[tuple[dict[str, Any], asyncio.Future[None]]] = asyncio.Queue()
         self._task = asyncio.create_task(self._run())
@@ -363,7 +433,7 @@ class GroupCommit:
             while not self._queue.empty():
                 batch.append(self._queue.get_nowait())
             try:
-                await asyncio.to_thread(self.writer.write_many, [record for record, _ in batch])
+                await asyncio.to_thread(self.writer.write, [record for record, _ in batch])
             except Exception as err:  # disk full, ...: every waiting row fails and the run stops
                 for _, future in batch:
                     if not future.done():
@@ -383,22 +453,26 @@ async def run_rows(
     questions: list[Question],
     todo: list[int],
     processor: RowProcessor,
-    state: JsonlWriter,
+    state: JsonlAppender,
     concurrency: int,
     on_done: Callable[[dict[str, Any]], None] | None = None,
+    first_attempts: dict[int, int] | None = None,
 ) -> None:
     """Process the rows in ``todo`` with at most ``concurrency`` in flight; persist each as it finishes.
 
-    The first fatal error (e.g. the endpoint is gone) cancels the other rows and propagates; every row
-    already written to the state stays done.
+    ``first_attempts`` continues rows retried after a fallback (see :meth:`RowProcessor.process`). The
+    first fatal error (the endpoint is gone, or refuses the requests) cancels the other rows and
+    propagates; every row already written to the state stays written; a row whose attempts were cut short
+    is not written, so a rerun does it again.
     """
+    starts = first_attempts or {}
     queue = list(reversed(todo))
     commit = GroupCommit(state)
 
     async def worker() -> None:
         while queue:
             row = queue.pop()
-            record = await processor.process(row, questions[row])
+            record = await processor.process(row, questions[row], starts.get(row, 0))
             await commit.write(record)
             if on_done is not None:
                 on_done(record)

@@ -22,6 +22,7 @@ from importlib import resources
 from pathlib import Path
 
 from corewarding.errors import ConfigError
+from corewarding.files import decode_utf8
 
 START_MARKER = "### RESULT_START"
 END_MARKER = "### RESULT_END"
@@ -49,9 +50,10 @@ def load_instruction(path: str | Path | None = None) -> str:
         return default_instruction()
     p = Path(path).expanduser()
     try:
-        text = p.read_text(encoding="utf-8")
+        data = p.read_bytes()
     except OSError as err:
         raise ConfigError(f"--prompt-file {p}: cannot be read ({err.strerror or err})") from err
+    text = decode_utf8(data, p, "text (the rewriting instruction)")  # a DataError naming the line
     missing = [m for m in (START_MARKER, END_MARKER, REWRITE_LABEL) if m not in text]
     if missing:
         raise ConfigError(
