@@ -174,3 +174,10 @@ def test_published_files_get_the_mode_a_plain_write_would(tmp_path):
         assert shared.stat().st_mode & 0o777 == 0o664  # a replaced file keeps its mode
     finally:
         os.umask(umask)
+
+
+def test_absurdly_nested_json_is_a_data_error_not_a_recursion_error(tmp_path):
+    path = tmp_path / "deep.jsonl"
+    path.write_text('{"a": ' + "[" * 100_000 + "]" * 100_000 + "}\n" + '{"b": 1}\n')
+    with pytest.raises(DataError, match="line 1: JSON nested too deeply"):
+        read_jsonl(path)

@@ -207,6 +207,8 @@ def read_jsonl(path: PathLike, what: str = "records", limit: int | None = None) 
             raise DataError(
                 f"{p}: line {number}: bytes that are not UTF-8 ({err.reason}); expected {what}"
             ) from None
+        except RecursionError:
+            raise DataError(f"{p}: line {number}: JSON nested too deeply to read; expected {what}") from None
         except json.JSONDecodeError as err:
             raise DataError(
                 f"{p}: line {number}: not valid JSON ({err.msg} at column {err.colno}); expected one JSON "
@@ -223,7 +225,7 @@ def read_jsonl(path: PathLike, what: str = "records", limit: int | None = None) 
 def _parse_object(raw: bytes) -> dict[str, Any] | None:
     try:
         value = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError):
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
         return None
     return value if isinstance(value, dict) else None
 
