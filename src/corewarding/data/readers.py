@@ -4,6 +4,12 @@ The loaders care about rows (dicts), not about where they came from, so this mod
 that knows file formats: verl-style parquet, JSON lines, a JSON list, a ``datasets`` folder saved with
 ``save_to_disk``, a local folder ``datasets.load_dataset`` understands, or a Hugging Face dataset name.
 It never interprets the rows; ``corewarding.data.rows`` does.
+
+Text files are read by ``corewarding.files`` (``read_jsonl``, ``read_text``) so that every command holds
+data files to the same rule: bytes that are not UTF-8 are a ``DataError`` naming the file and the line, and
+a torn last JSON line (the unterminated tail of an interrupted write) is dropped with a warning while damage
+anywhere else is an error. Parquet strings are checked too: pyarrow stores whatever bytes it was given and
+only fails when a row is converted, so that failure is turned into an error naming the row and the column.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from typing import Any
 
 from corewarding.data.paths import resolve_data_path
 from corewarding.errors import DataError
+from corewarding.files import read_jsonl, read_text
 
 _FILE_SUFFIXES = (".parquet", ".jsonl", ".json")
 
@@ -89,58 +96,78 @@ def _read_parquet(path: Path, limit: int | None) -> RawRows:
     _check_nonempty(table.num_rows, str(path))
     if limit is not None:
         table = table.slice(0, limit)
-    return RawRows(table.to_pylist(), str(path), default_name(path), table.column_names, _row_locator)
+    return RawRows(
+        _table_rows(table, str(path)), str(path), default_name(path), table.column_names, _row_locator
+    )
 
 
-def _read_text(path: Path) -> str:
+def _table_rows(table: Any, origin: str) -> list[dict[str, Any]]:
+    """``table.to_pylist()``, with a string column holding bytes that are not UTF-8 reported as a
+    ``DataError`` naming the row and the column instead of a bare ``UnicodeDecodeError``."""
     try:
-        return path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{path}: not UTF-8 text ({exc}); expected JSON") from exc
-    except OSError as exc:
-        raise DataError(f"{path}: cannot read ({exc})") from exc
+        return table.to_pylist()
+    except UnicodeDecodeError:
+        pass
+    row, column = _first_undecodable(table)
+    raise DataError(
+        f"{origin}: row {row}: field '{column}': a string holds bytes that are not UTF-8; expected UTF-8 text"
+    ) from None
 
 
-def _read_json_lines(path: Path, limit: int | None, text: str | None = None) -> RawRows:
-    text = _read_text(path) if text is None else text
-    rows: list[dict[str, Any]] = []
-    line_numbers: list[int] = []
-    for lineno, line in enumerate(text.splitlines(), start=1):
-        if limit is not None and len(rows) >= limit:
-            break
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataError(
-                f"{path}: line {lineno}: not valid JSON ({exc.msg} at column {exc.colno}); "
-                "expected one JSON object per line"
-            ) from exc
-        if not isinstance(row, dict):
-            raise DataError(
-                f"{path}: line {lineno}: expected a JSON object with the question's fields, "
-                f"got {type(row).__name__}"
-            )
-        rows.append(row)
-        line_numbers.append(lineno)
+def _first_undecodable(table: Any) -> tuple[int, str]:
+    """Row and column of the first value that does not decode (only called once decoding has failed).
+
+    Blocks of rows are converted first and only a failing block row by row, so a large table costs a few
+    hundred conversions rather than one per row.
+    """
+    block = 1024
+    for name in table.column_names:
+        column = table.column(name)
+        for start in range(0, len(column), block):
+            try:
+                column.slice(start, block).to_pylist()
+                continue
+            except UnicodeDecodeError:
+                pass
+            for row in range(start, min(start + block, len(column))):
+                try:
+                    column.slice(row, 1).to_pylist()
+                except UnicodeDecodeError:
+                    return row, name
+    return 0, "?"  # pragma: no cover - to_pylist failed, so some value does not decode
+
+
+def _read_json_lines(path: Path, limit: int | None) -> RawRows:
+    """One JSON object per line, under ``corewarding.files.read_jsonl``'s rule (torn last line dropped)."""
+    try:
+        contents = read_jsonl(path, what="a question and its answer", limit=limit)
+    except RecursionError:
+        raise DataError(_too_deep(path)) from None
+    rows, line_numbers = contents.rows, contents.line_numbers
     _check_nonempty(len(rows), str(path))
+    _check_unicode(rows, path, lambda i: f"line {line_numbers[i]}")
     return RawRows(rows, str(path), default_name(path), list(rows[0]), lambda i: f"line {line_numbers[i]}")
 
 
 def _read_json(path: Path, limit: int | None) -> RawRows:
-    """A ``.json`` file holding a list of objects, or (as ``datasets`` also accepts) JSON lines."""
-    text = _read_text(path)
+    """A ``.json`` file holding a list of objects, one object, or (as ``datasets`` also accepts) JSON lines.
+
+    A leading byte-order mark (some editors write one) is skipped rather than reported as bad JSON.
+    """
+    text = read_text(path, "JSON").removeprefix("\ufeff")
     try:
         data = json.loads(text)
+    except RecursionError:
+        raise DataError(_too_deep(path)) from None
     except json.JSONDecodeError as exc:
         if exc.msg == "Extra data":  # several top-level values: JSON lines under a .json name
-            return _read_json_lines(path, limit, text)
+            return _read_json_lines(path, limit)
         raise DataError(
-            f"{path}: not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})"
+            f"{path}: not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno}); expected a list "
+            "of question objects or one object per line"
         ) from exc
-    if isinstance(data, dict):  # a single object is a one-row JSON-lines file
-        return _read_json_lines(path, limit, text)
+    if isinstance(data, dict):  # a single object is a one-row file
+        data = [data]
     if not isinstance(data, list):
         raise DataError(f"{path}: expected a JSON list of question objects, got {type(data).__name__}")
     _check_nonempty(len(data), str(path))
@@ -148,7 +175,54 @@ def _read_json(path: Path, limit: int | None) -> RawRows:
     for i, row in enumerate(rows):
         if not isinstance(row, dict):
             raise DataError(f"{path}: item {i}: expected a JSON object, got {type(row).__name__}")
+    _check_unicode(rows, path, lambda i: f"item {i}")
     return RawRows(rows, str(path), default_name(path), list(rows[0]), lambda i: f"item {i}")
+
+
+def _too_deep(path: Path) -> str:
+    return (
+        f"{path}: JSON nested too deeply to read (thousands of levels of [ or {{); expected question objects "
+        "with a few levels of nesting"
+    )
+
+
+def _check_unicode(rows: list[dict[str, Any]], path: Path, locate: Callable[[int], str]) -> None:
+    """Refuse a string holding a lone UTF-16 surrogate (JSON's ``"\\ud83d"`` without its partner).
+
+    ``json`` accepts such an escape, but the text cannot be encoded: the question would load and then
+    crash a later step (tokenizing, writing a log line, saving parquet) far from the file at fault.
+    """
+    for i, row in enumerate(rows):
+        field = _surrogate_field(row)
+        if field is not None:
+            raise DataError(
+                f"{path}: {locate(i)}: field '{field}': a \\u escape encodes half of a UTF-16 surrogate "
+                "pair, which is not a character; expected valid Unicode text"
+            )
+
+
+def _surrogate_field(row: dict[str, Any]) -> str | None:
+    """The path (``prompt[1].content``) of the first string in ``row`` that cannot be encoded as UTF-8.
+
+    Walks with an explicit stack: a row may nest as deeply as ``json`` allows, which is deeper than Python
+    recursion could safely follow from here.
+    """
+    stack: list[tuple[Any, str]] = [(row, "")]
+    while stack:
+        value, where = stack.pop()
+        if isinstance(value, str):
+            if not value.isascii():
+                try:
+                    value.encode("utf-8")
+                except UnicodeEncodeError:
+                    return where or "?"
+        elif isinstance(value, dict):
+            for key, item in reversed(value.items()):
+                stack.append((item, f"{where}.{key}" if where else str(key)))
+                stack.append((key, where or "?"))
+        elif isinstance(value, list):
+            stack.extend((item, f"{where}[{k}]") for k, item in reversed(list(enumerate(value))))
+    return None
 
 
 def _select_split(obj: Any, split: str | None, origin: str) -> tuple[Any, str]:
@@ -173,7 +247,11 @@ def _dataset_rows(ds: Any, origin: str, name: str, limit: int | None) -> RawRows
     _check_nonempty(len(ds), origin)
     if limit is not None and limit < len(ds):
         ds = ds.select(range(limit))
-    return RawRows(ds.to_list(), origin, name, list(ds.column_names), _row_locator)
+    try:
+        rows = ds.to_list()
+    except UnicodeDecodeError:
+        rows = _table_rows(ds.with_format("arrow")[:], origin)  # raises, naming the row and the column
+    return RawRows(rows, origin, name, list(ds.column_names), _row_locator)
 
 
 def _first_line(exc: BaseException) -> str:

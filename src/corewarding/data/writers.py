@@ -2,18 +2,19 @@
 
 The rephraser and the micro-world produce ``Question``s; writing them in the same layout as the shared
 training files means every later step (pairing, filtering, training, verl itself) reads them unchanged.
-The write is atomic (temporary file + ``os.replace``) so an interrupted run never leaves a half file.
+The write goes through ``corewarding.files.atomic_output`` (temporary file, fsync, rename) so an interrupted
+run never leaves a half file and a failed one leaves the previous file as it was.
 """
 
 from __future__ import annotations
 
 import os
-import uuid
 from pathlib import Path
 from typing import Any
 
 from corewarding.data.question import Question
 from corewarding.errors import DataError
+from corewarding.files import atomic_output
 
 # Keys of ``Question.extra`` that map onto verl columns rather than becoming columns of their own.
 _MAPPED_KEYS = ("data_source", "ability", "extra_info", "index", "reward_style")
@@ -64,20 +65,13 @@ def save_questions_parquet(questions: list[Question], path: str | os.PathLike) -
         values.extend(row.get(key) for row in rows)
     try:
         table = pa.table(columns)
-    except (pa.ArrowException, TypeError) as exc:
+    except (pa.ArrowException, TypeError, UnicodeEncodeError) as exc:  # mixed types; a lone surrogate
         bad = _first_bad_column(columns)
         raise DataError(
             f"{path}: field '{bad}': expected values of one parquet-compatible type in every row ({exc})"
         ) from exc
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # A unique sibling name (not mkstemp, whose 0600 mode would survive the rename) on the same filesystem.
-    tmp = path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
-    try:
+    with atomic_output(path) as tmp:
         pq.write_table(table, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path
 
 
@@ -87,6 +81,6 @@ def _first_bad_column(columns: dict[str, list[Any]]) -> str:
     for key, values in columns.items():
         try:
             pa.array(values)
-        except (pa.ArrowException, TypeError):
+        except (pa.ArrowException, TypeError, UnicodeEncodeError):
             return key
     return "?"

@@ -344,7 +344,19 @@ def _machine() -> dict[str, Any]:
 
 
 def _install(tmp: Path, out: Path, overwrite: bool) -> None:
-    """Move the finished directory into place; without ``overwrite`` a complete one already there wins."""
+    """Move the finished directory into place; without ``overwrite`` a complete one already there wins.
+
+    A directory rename is atomic but not durable by itself: its files are fsynced first and the parent
+    folder after (``corewarding.files``' rule for whole files, applied to a folder), so a crash just after
+    the rename cannot leave a published model whose log says "complete" over truncated weights.
+    """
+    from corewarding.files import fsync_dir
+
+    for file in tmp.rglob("*"):
+        if file.is_file():
+            with open(file, "rb") as f:
+                os.fsync(f.fileno())
+    fsync_dir(tmp)
     if out.exists() and (overwrite or not (out / LOG_FILE).is_file()):
         shutil.rmtree(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -354,6 +366,8 @@ def _install(tmp: Path, out: Path, overwrite: bool) -> None:
         if overwrite or not (out / LOG_FILE).is_file():
             raise
         shutil.rmtree(tmp, ignore_errors=True)
+        return
+    fsync_dir(out.parent)
 
 
 def get_base_model(

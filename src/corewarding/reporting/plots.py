@@ -1,4 +1,8 @@
-"""Training curves as PNGs from ``metrics.jsonl`` (one file per curve, plus an overview grid)."""
+"""Training curves as PNGs from ``metrics.jsonl`` (one file per curve, plus an overview grid).
+
+Figures are saved through ``corewarding.files.atomic_output`` (temporary file, then rename), so a run killed
+while plotting, or a reader opening a PNG while it is rewritten, never sees half an image.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
+from corewarding.files import atomic_output
 from corewarding.training.run_log import read_metrics
 
 CURVES = {
@@ -55,8 +60,7 @@ def plot_run(run_dir: str | Path, out_dir: str | Path | None = None) -> list[Pat
         ax.legend(fontsize=7)
         fig.tight_layout()
         path = out_dir / f"{name}.png"
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
+        _save(fig, path)
         written.append(path)
     return written
 
@@ -120,7 +124,14 @@ def plot_comparison(
     if smoothed:
         fig.suptitle(f"faint: every step; bold: {SMOOTH_WINDOW}-step rolling mean", fontsize=8, y=0.99)
     fig.tight_layout(rect=(0, 0, panels_width / (panels_width + legend_width), 1))
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_path, dpi=110)
-    plt.close(fig)
+    _save(fig, out_path)
     return out_path
+
+
+def _save(fig: Any, path: Path) -> None:
+    """Save ``fig`` as ``path`` atomically and close it, also when saving fails (figures hold memory)."""
+    try:
+        with atomic_output(path) as tmp:
+            fig.savefig(tmp, dpi=110, format=path.suffix.lstrip(".") or "png")
+    finally:
+        plt.close(fig)

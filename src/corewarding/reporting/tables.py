@@ -1,11 +1,12 @@
-"""Markdown and console tables, and atomic JSON/text writes for reports."""
+"""Markdown and console tables for reports.
+
+Writing a report goes through ``corewarding.files`` (``atomic_write_text`` / ``atomic_write_json``), the one
+policy for files on disk, so this module only formats.
+"""
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 
@@ -32,16 +33,3 @@ def console_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
         if k == 0:
             out.append("  ".join("-" * w for w in widths))
     return "\n".join(out)
-
-
-def write_atomic(path: str | Path, text: str) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-    return path
-
-
-def write_json(path: str | Path, data: Any) -> Path:
-    return write_atomic(path, json.dumps(data, indent=2) + "\n")

@@ -95,6 +95,7 @@ from pathlib import Path
 from typing import Any
 
 from corewarding.errors import ConfigError
+from corewarding.files import read_text
 
 GIB = 1024**3
 LOGPROB_CHUNK = 1024  # positions per fp32 slice in ``response_forward``
@@ -840,17 +841,6 @@ def format_table(plans: list[MemoryPlan], header: list[str]) -> str:
     return "\n".join(lines)
 
 
-def write_json(path: str | Path, payload: dict[str, Any]) -> None:
-    """Write ``payload`` as JSON atomically (a temporary file, then ``os.replace``)."""
-    import os
-
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(p.name + f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(payload, indent=2) + "\n")
-    os.replace(tmp, p)
-
-
 # ----------------------------------------------------------------------------------------------- loading
 @dataclass(frozen=True)
 class LoadedShape:
@@ -869,7 +859,7 @@ def load_model_shape(name_or_path: str, model_config: str | Path | None = None) 
         if not file.is_file():
             raise ConfigError(f"--model-config {model_config}: no config.json there")
         try:
-            raw = json.loads(file.read_text())
+            raw = json.loads(read_text(file, "JSON (a transformers model config)"))
             config = AutoConfig.for_model(**raw)
         except (ValueError, KeyError, TypeError) as err:
             raise ConfigError(f"--model-config {file}: not a transformers model config ({err})") from err
