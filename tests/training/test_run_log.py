@@ -11,8 +11,15 @@ from types import SimpleNamespace
 import pytest
 
 from corewarding.config import load_config
-from corewarding.errors import ConfigError
-from corewarding.training.run_log import LOGGERS, RunLogger, flat_config, read_metrics, require_trackers
+from corewarding.errors import ConfigError, DataError
+from corewarding.training.run_log import (
+    LOGGERS,
+    RunLogger,
+    flat_config,
+    read_metrics,
+    require_trackers,
+    truncate_metrics,
+)
 from corewarding.training.trainer import Trainer, train
 
 TINY = "configs/tiny-cpu.yaml"
@@ -130,3 +137,33 @@ def test_resume_appends_to_tensorboard_and_keeps_jsonl_truncated(tmp_path):
     rows = read_metrics(run / "metrics.jsonl")
     assert [r["step"] for r in rows] == [1, 2] and rows[1]["reward/mean"] != 9.0
     assert len(list((run / "tensorboard" / "corewarding").glob("events.out.tfevents.*"))) == 2
+
+
+def test_truncate_metrics_keeps_what_a_resume_will_not_write_again(tmp_path, caplog):
+    path = tmp_path / "metrics.jsonl"
+    records = "".join(json.dumps({"step": s, "reward/mean": s / 10}) + "\n" for s in range(5))
+    path.write_text(records + '{"step": 5, "rew')  # the torn last line of a killed run
+    assert truncate_metrics(path, 2) == 2  # steps 3 and 4 (the torn line is reported, not counted)
+    assert [r["step"] for r in read_metrics(path)] == [0, 1, 2]
+    assert "torn last line" in caplog.text
+    assert truncate_metrics(path, 0) == 3  # no checkpoint: everything is redone, step 0's validation too
+    assert path.read_text() == ""
+    assert truncate_metrics(tmp_path / "missing.jsonl", 3) == 0 and not (tmp_path / "missing.jsonl").exists()
+
+
+def test_metrics_damaged_before_the_last_line_is_an_error_not_a_silent_skip(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"step": 0}\nnot json\n{"step": 2}\n')
+    with pytest.raises(DataError, match=r"metrics.jsonl: line 2: not valid JSON"):
+        read_metrics(path)
+    with pytest.raises(DataError, match=r"line 2"):
+        truncate_metrics(path, 1)
+    assert path.read_text() == '{"step": 0}\nnot json\n{"step": 2}\n'  # left as it was
+
+
+def test_the_logger_appends_after_a_torn_tail_without_gluing_onto_it(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"step": 1, "lr": 0.1}\n{"step": 2, "l')
+    logger = RunLogger(tmp_path)
+    logger.log(2, {"lr": 0.2})
+    assert path.read_text() == '{"step": 1, "lr": 0.1}\n{"step": 2, "lr": 0.2}\n'

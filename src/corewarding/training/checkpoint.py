@@ -18,7 +18,12 @@ training state's ``model.safetensors`` / ``teacher.safetensors`` hold the adapte
 base is ``model.name_or_path``.
 
 ``COMPLETE`` is written last; a folder without it is ignored, so a run killed while saving resumes from the
-checkpoint before. Everything is loaded with ``weights_only=True`` (accelerate's default) or as safetensors.
+checkpoint before. It holds a manifest (every file's relative path and size at publish time), so a checkpoint
+whose files were later truncated or deleted (a full disk, a partial copy, a clean-up gone wrong) is found
+before anything is loaded from it: :func:`resumable_checkpoints` lists the intact ones, newest first, and
+says what is wrong with the others, and the trainer falls back to the newest intact one. Markers written by
+older versions (``ok``) hold no manifest; such checkpoints are taken as they are. Everything is loaded with
+``weights_only=True`` (accelerate's default) or as safetensors.
 """
 
 from __future__ import annotations
@@ -27,12 +32,14 @@ import json
 import os
 import re
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from corewarding.errors import ConfigError
+from corewarding.files import atomic_write_json, fsync_dir
 
 _CKPT = re.compile(r"^checkpoint-(\d+)$")
 COMPLETE = "COMPLETE"
@@ -107,21 +114,79 @@ def without_tied(model, state: dict[str, torch.Tensor]) -> dict[str, torch.Tenso
 
 
 def write_state_json(state_dir: Path, step: int, extra: dict[str, Any]) -> None:
-    state_dir.mkdir(parents=True, exist_ok=True)
-    (state_dir / "state.json").write_text(json.dumps({"step": step, **extra}, indent=2))
+    """``state/state.json``: the step and the data position, written atomically like every file we own."""
+    atomic_write_json(state_dir / "state.json", {"step": step, **extra})
+
+
+def manifest(directory: Path) -> dict[str, int]:
+    """Every file under ``directory`` (but the marker) as relative path -> size in bytes, sorted."""
+    files = {}
+    for path in sorted(directory.rglob("*")):
+        if path.is_file() and path.name != COMPLETE:
+            files[path.relative_to(directory).as_posix()] = path.stat().st_size
+    return files
 
 
 def publish(run_dir: Path, step: int, keep: int) -> Path:
-    """Mark the staged checkpoint complete, rename it into place, prune all but the newest ``keep``."""
+    """Mark the staged checkpoint complete, rename it into place, prune all but the newest ``keep``.
+
+    The marker holds the manifest of what was staged, written atomically after everything else (the
+    processes' shards included: the caller waits for every process first), so it can be checked on resume.
+    """
     tmp, final = staging_dir(run_dir, step), run_dir / f"checkpoint-{step}"
-    (tmp / COMPLETE).write_text("ok\n")
+    atomic_write_json(tmp / COMPLETE, {"step": step, "files": manifest(tmp)})
     if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
+        shutil.rmtree(final)  # a damaged or older save of this step (a resume from an earlier checkpoint)
+    os.replace(tmp, final)  # a folder: corewarding.files publishes files; the rename is made durable alike
+    fsync_dir(run_dir)
     if keep > 0:
         for _, old in checkpoint_dirs(run_dir)[:-keep]:
             shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def checkpoint_problem(ckpt: Path) -> str | None:
+    """What is wrong with the finished checkpoint ``ckpt`` (None when intact): a file of its manifest that
+    is missing or has another size than when it was published, or no training state at all."""
+    if not (ckpt / STATE / "state.json").is_file():
+        return f"{STATE}/state.json is missing"
+    try:
+        marker = json.loads((ckpt / COMPLETE).read_bytes())
+    except (OSError, ValueError):
+        marker = None  # an older version's "ok": no manifest to check against
+    files = marker.get("files") if isinstance(marker, dict) else None
+    if not isinstance(files, dict):
+        return None
+    for name, size in files.items():
+        path = ckpt / name
+        if not path.is_file():
+            return f"{name} is missing"
+        actual = path.stat().st_size
+        if actual != size:
+            return f"{name} has {actual} bytes, {size} when it was saved"
+    return None
+
+
+@dataclass
+class Resumable:
+    """The run's finished checkpoints sorted for a resume: the intact ones newest first, and the damaged ones
+    (newer than the newest intact one or not) with what is wrong with each."""
+
+    intact: list[tuple[int, Path]]
+    damaged: list[tuple[int, Path, str]]
+
+
+def resumable_checkpoints(run_dir: Path) -> Resumable:
+    """Every finished checkpoint of ``run_dir`` checked against its manifest (see the module docstring)."""
+    intact: list[tuple[int, Path]] = []
+    damaged: list[tuple[int, Path, str]] = []
+    for step, path in reversed(checkpoint_dirs(run_dir)):
+        problem = checkpoint_problem(path)
+        if problem is None:
+            intact.append((step, path))
+        else:
+            damaged.append((step, path, problem))
+    return Resumable(intact, damaged)
 
 
 def save_tensors(tensors: dict[str, torch.Tensor], path: Path) -> None:

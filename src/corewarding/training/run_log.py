@@ -2,7 +2,9 @@
 accelerate's tracker API when ``trainer.loggers`` names them.
 
 ``metrics.jsonl`` is appended and fsynced every step so a killed run loses nothing it reported; on resume
-the lines after the checkpoint's step are dropped, so the file reads as one uninterrupted run. The trackers
+the records the restarted run will write again are dropped (see :func:`truncate_metrics`), so the file reads
+as one uninterrupted run. Writing and reading follow the one file policy of :mod:`corewarding.files`: a torn
+last line (a write cut by a kill) is dropped and reported, damage anywhere else is an error naming the line. The trackers
 are accelerate's: the trainer builds its ``Accelerator(log_with=...)`` with the ones named (TensorBoard
 writes under ``<run>/tensorboard/<project>``), and the main process's ``RunLogger`` starts them
 (``init_trackers``), logs each step's numbers to them (``accelerator.log``) and finishes them.
@@ -11,13 +13,12 @@ writes under ``<run>/tensorboard/<project>``), and the main process's ``RunLogge
 from __future__ import annotations
 
 import importlib.util
-import json
-import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from corewarding.errors import ConfigError
+from corewarding.files import append_jsonl, read_jsonl, rewrite_jsonl
 
 # trainer.loggers: accelerate tracker name -> (the package it imports, the corewarding extra that installs it;
 # None for a dependency of corewarding itself)
@@ -60,32 +61,27 @@ def flat_config(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def truncate_metrics(path: Path, last_step: int) -> None:
-    """Keep only records with ``step <= last_step`` (and drop a torn last line), atomically."""
-    if not path.exists():
-        return
-    kept = []
-    for line in path.read_text().splitlines():
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if rec.get("step", 0) <= last_step:
-            kept.append(line)
-    tmp = path.with_suffix(".jsonl.tmp")
-    tmp.write_text("".join(k + "\n" for k in kept))
-    os.replace(tmp, path)
+def truncate_metrics(path: Path, last_step: int) -> int:
+    """Keep only the records that a run resuming after step ``last_step`` will not write again, atomically;
+    how many were dropped (a torn last line is dropped too, and reported).
+
+    From a checkpoint (``last_step > 0``) those are the records with ``step <= last_step``. From no checkpoint
+    (``last_step == 0``) the restarted run redoes everything, the validation before training included, so
+    nothing is kept: a record of step 0 would otherwise appear twice.
+    """
+    if last_step <= 0:
+        return rewrite_jsonl(path, lambda record: False, "metrics records")
+    return rewrite_jsonl(path, lambda record: _step(record) <= last_step, "metrics records")
+
+
+def _step(record: dict[str, Any]) -> int:
+    step = record.get("step", 0)
+    return step if isinstance(step, int) else 0
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
-    rows = []
-    if path.exists():
-        for line in path.read_text().splitlines():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
-    return rows
+    """The records of ``metrics.jsonl`` (none when it is missing), read under the one JSONL rule."""
+    return read_jsonl(path, "metrics records").rows
 
 
 class RunLogger:
@@ -125,11 +121,7 @@ class RunLogger:
         )
 
     def log(self, step: int, metrics: dict[str, Any]) -> None:
-        record = {"step": step, **metrics}
-        with open(self.path, "a") as f:
-            f.write(json.dumps(record) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        append_jsonl(self.path, [{"step": step, **metrics}])  # flushed and fsynced before training goes on
         if self._accelerator is not None:
             numeric = {
                 k: v for k, v in metrics.items() if isinstance(v, int | float) and not isinstance(v, bool)

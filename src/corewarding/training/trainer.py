@@ -12,17 +12,29 @@ or eight give the same update.
 Precision: trainable weights and AdamW state stay fp32; forward and backward run in ``model.compute_dtype``
 (bf16 on a GPU). Rollouts always come from the current weights: after every optimizer step the engine is
 marked stale and synced before it samples again (the policy, the teacher, validation), whatever the engine.
+
+What a run leaves on disk is kept trustworthy whatever happens to it:
+
+- a non-finite loss or gradient norm stops the run before the optimizer step (every process agrees), so no
+  checkpoint ever holds NaN or inf weights (:class:`TrainingDivergedError`);
+- ``resume=true`` continues from the newest *intact* checkpoint (checked against the manifest in its
+  ``COMPLETE`` marker, falling back to an older one when loading still fails), drops the metrics and samples
+  that the restarted run writes again, and refuses settings that change what the earlier steps mean unless
+  ``trainer.allow_config_changes=true``; the config each stretch of steps ran with is kept
+  (``config-step-N.yaml``, ``config_history.jsonl``);
+- files are written through :mod:`corewarding.files` (atomic whole files, fsynced appends).
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
-import json
 import math
 import os
 import random
+import re
 import shutil
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
@@ -35,7 +47,14 @@ from tqdm.auto import tqdm
 
 from corewarding.config import Config, save_config
 from corewarding.data.question import Question
-from corewarding.errors import ConfigError
+from corewarding.errors import ConfigError, CorewardingError, DataError
+from corewarding.files import (
+    append_jsonl,
+    atomic_write_jsonl,
+    atomic_write_text,
+    read_text,
+    require_output_dir,
+)
 from corewarding.models.loading import resolve_dtype
 from corewarding.rewards import RolloutGroup, get_reward_method, score_step
 from corewarding.rollout.engine import RolloutEngine
@@ -44,7 +63,7 @@ from corewarding.training import checkpoint as ckpt
 from corewarding.training.grpo import group_advantages, policy_loss
 from corewarding.training.logprobs import PackedBatch, pack, response_forward
 from corewarding.training.precision import autocast, compute_dtype, storage_dtype
-from corewarding.training.run_log import RunLogger, require_trackers, truncate_metrics
+from corewarding.training.run_log import RunLogger, flat_config, require_trackers, truncate_metrics
 from corewarding.training.sampler import StepSampler
 from corewarding.training.sharding import (
     deepspeed_launch,
@@ -59,6 +78,77 @@ from corewarding.training.sharding import (
 from corewarding.training.teacher import AdapterEMATeacher, EMATeacher
 
 Item = tuple[Question, Question | None]  # (original, rephrased twin or None)
+
+# Settings that resume=true may change without trainer.allow_config_changes: they do not change what the
+# earlier steps computed (how long the run goes on, how often it validates and saves, where and how it
+# reports, memory and speed knobs that leave the update the same). Every other key is refused when it
+# differs from the run's config.yaml. ``resume`` itself is not a setting of the run and is not compared.
+# total_steps: extending a run; the learning-rate schedule then spans the new total from the resumed step.
+NEUTRAL_CHANGES = frozenset(
+    {
+        "trainer.total_steps",
+        "trainer.val_every",
+        "trainer.save_every",
+        "trainer.keep_checkpoints",
+        "trainer.loggers",
+        "trainer.wandb_project",
+        "trainer.sample_rollouts",
+        "trainer.export_dtype",
+        "trainer.push_to_hub",
+        "trainer.hub_repo_id",
+        "trainer.hub_private",
+        "trainer.output_dir",
+        "trainer.run_name",
+        "trainer.allow_config_changes",
+        "validation.before_training",
+        "optim.micro_batch_size",
+        "model.gradient_checkpointing",
+        "rollout.batch_size",
+        "rollout.gpu_memory_utilization",
+        "rollout.sleep_between_steps",
+        "distributed.reshard_after_forward",
+    }
+)
+_ABSENT = "(absent)"
+_SAMPLES = re.compile(r"^step-(\d+)(?:-rank\d+)?\.jsonl$")
+
+
+class TrainingDivergedError(CorewardingError):
+    """The loss or the gradient norm stopped being finite: the run stops before the optimizer step, so
+    nothing non-finite reaches the weights or a checkpoint, and the last checkpoint stays as it was."""
+
+
+class CheckpointError(CorewardingError):
+    """No checkpoint of the run can be resumed from (every one is damaged or fails to load)."""
+
+
+def _saved_config(path: Path) -> dict[str, Any]:
+    """A run's ``config.yaml`` as a nested dict, with the schema's defaults for keys it lacks (a field added
+    since it was written is then no change); as written when the schema no longer takes it."""
+    text = read_text(path, "YAML")  # a DataError when the bytes are not UTF-8
+    try:
+        loaded = OmegaConf.create(text)
+    except Exception as err:  # omegaconf / yaml: not valid YAML
+        raise ValueError(f"not valid YAML ({_one_line(err)})") from None
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(Config), loaded)
+        tree = OmegaConf.to_container(merged)
+    except Exception:  # a key the schema does not know: compare the file as it is
+        tree = OmegaConf.to_container(loaded)
+    if not isinstance(tree, dict):
+        raise ValueError("not a mapping of settings")
+    return {str(k): v for k, v in tree.items()}
+
+
+def _one_line(err: BaseException) -> str:
+    """An exception as one line: its type and the first line of its message."""
+    text = str(err).strip()
+    return f"{type(err).__name__}: {text.splitlines()[0]}" if text else type(err).__name__
+
+
+def _notice(message: str) -> None:
+    """One line for the user about a decision the run made on its own (stderr, like the CLI's errors)."""
+    print(f"corewarding train: {message}", file=sys.stderr, flush=True)
 
 
 @dataclass
@@ -165,6 +255,10 @@ class Trainer:
         # trainer.loggers' trackers (accelerate's), checked before anything loads: a missing package is a
         # ConfigError naming the extra to install
         self.trackers = require_trackers(cfg.trainer.loggers)
+        # where the run writes, checked before anything loads: a regular file in the way or a folder that
+        # cannot be written is one clear error instead of a traceback after minutes of loading
+        require_output_dir(cfg.trainer.output_dir, "trainer.output_dir")
+        require_output_dir(cfg.run_dir, "the run folder trainer.output_dir/trainer.run_name")
         self.accelerator = accelerator or _make_accelerator(deepspeed_launch(), self.trackers, cfg.run_dir)
         acc = self.accelerator
         self.strategy = resolve_strategy(cfg.distributed.strategy, acc)
@@ -173,14 +267,12 @@ class Trainer:
         self.progress = progress and acc.is_main_process
         self.method = get_reward_method(cfg.method, **self._reward_options())
         self.run_dir = cfg.run_dir
-        self.resume_from = ckpt.latest_checkpoint(self.run_dir) if cfg.resume else None
-        if self.resume_from is not None:
-            ckpt.require_training_state(self.resume_from[1])
-        if not cfg.resume and (self.run_dir / "metrics.jsonl").exists():
-            raise ConfigError(
-                f"run directory {self.run_dir} already holds a run; pass resume=true to continue it, or choose "
-                "another trainer.run_name / trainer.output_dir (nothing there was changed)"
-            )
+        if not cfg.resume:
+            self._refuse_existing_run()
+        # the intact checkpoints to resume from, newest first (an older one is tried when loading fails)
+        self._candidates = self._resume_candidates() if cfg.resume else []
+        self.resume_from: tuple[int, Path] | None = self._candidates[0] if self._candidates else None
+        self._config_changes = self._check_config_changes() if cfg.resume else {}
         world = acc.num_processes
         if cfg.trainer.batch_questions % world:
             raise ConfigError(
@@ -189,6 +281,101 @@ class Trainer:
             )
         self._load_data()
         self._build_models(engine_factory)
+
+    # ------------------------------------------------------------------ an earlier run in the folder
+    def _refuse_existing_run(self) -> None:
+        """Without resume=true, a folder that already holds a run (metrics or checkpoints) is refused."""
+        held = [name for name in ("metrics.jsonl",) if (self.run_dir / name).exists()]
+        held += [path.name for _, path in ckpt.checkpoint_dirs(self.run_dir)[-1:]]
+        if held:
+            raise ConfigError(
+                f"run directory {self.run_dir} already holds a run ({', '.join(held)}); pass resume=true to "
+                "continue it, or choose another trainer.run_name / trainer.output_dir (nothing there was "
+                "changed)"
+            )
+
+    def _resume_candidates(self) -> list[tuple[int, Path]]:
+        """The run's intact checkpoints, newest first; says so when there is none or the newest is damaged.
+
+        A damaged checkpoint (a file of its manifest missing or truncated) is skipped with one line rather
+        than loaded into a traceback; when every checkpoint is damaged the run stops with a clear error
+        instead of silently starting over and dropping the metrics of the steps it had done.
+        """
+        found = ckpt.resumable_checkpoints(self.run_dir)
+        if not found.intact and not found.damaged:
+            if self.accelerator.is_main_process:
+                _notice(f"resume=true, but there is no checkpoint in {self.run_dir}: starting from step 0")
+            return []
+        if not found.intact:
+            raise CheckpointError(
+                f"resume=true, but no checkpoint in {self.run_dir} is intact: "
+                + "; ".join(f"{path.name}: {problem}" for _, path, problem in found.damaged)
+                + ". Restore the files, or start a new run (another trainer.run_name)"
+            )
+        newest_step, newest = found.intact[0]
+        skipped = [f"{path.name} ({problem})" for step, path, problem in found.damaged if step > newest_step]
+        if skipped and self.accelerator.is_main_process:
+            _notice(
+                f"{', '.join(skipped)} {'is' if len(skipped) == 1 else 'are'} damaged: resuming from "
+                f"{newest.name}, the newest intact checkpoint"
+            )
+        return found.intact
+
+    def _check_config_changes(self) -> dict[str, tuple[Any, Any]]:
+        """The settings this resume changes against the run's ``config.yaml`` (key -> (old, new)).
+
+        Changes to keys outside :data:`NEUTRAL_CHANGES` are refused when there is a checkpoint to continue
+        (its steps ran with the old values) unless ``trainer.allow_config_changes``; without a checkpoint
+        the run starts over from step 0 and any change is fine. Either way the changes are recorded before
+        ``config.yaml`` is replaced (:meth:`_record_config_changes`).
+        """
+        path = self.run_dir / "config.yaml"
+        if not path.is_file():
+            return {}
+        current = OmegaConf.to_container(OmegaConf.structured(self.cfg))
+        new = flat_config(current)  # type: ignore[arg-type]
+        try:
+            old = flat_config(_saved_config(path))
+        except (CorewardingError, ValueError) as err:
+            changes: dict[str, tuple[Any, Any]] = {
+                "config.yaml": (f"unreadable: {err}", "this run's settings")
+            }
+        else:
+            keys = (old.keys() | new.keys()) - {"resume"}
+            changes = {
+                k: (old.get(k, _ABSENT), new.get(k, _ABSENT))
+                for k in sorted(keys)
+                if old.get(k, _ABSENT) != new.get(k, _ABSENT)
+            }
+        meaningful = {k: v for k, v in changes.items() if k not in NEUTRAL_CHANGES}
+        if meaningful and self.resume_from is not None and not self.cfg.trainer.allow_config_changes:
+            step = self.resume_from[0]
+            listed = "; ".join(f"{k}: {old_v} → {new_v}" for k, (old_v, new_v) in meaningful.items())
+            raise ConfigError(
+                f"resume=true would continue {self.run_dir} with settings that change what its steps mean: "
+                f"{listed}. Its steps 1-{step} ran with the values in {path}: resume with those, start a new "
+                "run (another trainer.run_name), or pass trainer.allow_config_changes=true to go on with the "
+                f"new values (the old config is then kept as config-step-{step}.yaml and in "
+                "config_history.jsonl)"
+            )
+        return changes
+
+    def _record_config_changes(self, step: int) -> None:
+        """Keep what the earlier steps ran with before ``config.yaml`` is replaced: the old file as
+        ``config-step-<step>.yaml`` (the first one written for that step: later resumes at the same step ran
+        no step with theirs) and one record ``{step, time, changes}`` appended to ``config_history.jsonl``."""
+        if not self._config_changes:
+            return
+        old_text = read_text(self.run_dir / "config.yaml", "YAML")
+        kept = self.run_dir / f"config-step-{step}.yaml"
+        if not kept.exists():
+            atomic_write_text(kept, old_text)
+        record = {
+            "step": step,
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "changes": {k: [old, new] for k, (old, new) in self._config_changes.items()},
+        }
+        append_jsonl(self.run_dir / "config_history.jsonl", [record])
 
     # ------------------------------------------------------------------ setup
     def _reward_options(self) -> dict[str, Any]:
@@ -215,15 +402,15 @@ class Trainer:
         cfg = self.cfg
         sp = cfg.data.system_prompt
         if self.uses_pairs:
-            pairs = load_pairs(
+            self._train_files = [
                 resolve_data_path(cfg.data.train),
                 resolve_data_path(cfg.data.train_rephrased),
-                system_prompt=sp,
-                limit=cfg.data.limit,
-            )
+            ]
+            pairs = load_pairs(*self._train_files, system_prompt=sp, limit=cfg.data.limit)
             self.items: list[Item] = [(a, b) for a, b in pairs]
         else:
-            qs = load_questions(resolve_data_path(cfg.data.train), limit=cfg.data.limit, system_prompt=sp)
+            self._train_files = [resolve_data_path(cfg.data.train)]
+            qs = load_questions(self._train_files[0], limit=cfg.data.limit, system_prompt=sp)
             self.items = [(q, None) for q in qs]
         self.val_questions: list[Question] = []
         if cfg.data.val:
@@ -250,7 +437,7 @@ class Trainer:
             device=acc.device,
             dtype=self.compute_dtype if self.lora else self.storage_dtype,
         )
-        self.items = self._filter_long_prompts(self.items)
+        self._filter_long_prompts()
         checkpointing = cfg.model.gradient_checkpointing or (
             self.strategy == "fsdp2" and launch_activation_checkpointing()
         )
@@ -407,15 +594,61 @@ class Trainer:
             return contextlib.nullcontext()
         return autocast(self.accelerator.device, self.compute_dtype, self.storage_dtype)
 
-    def _filter_long_prompts(self, items: list[Item]) -> list[Item]:
+    def _filter_long_prompts(self) -> None:
+        """Drop training items and validation questions whose prompt is longer than
+        ``data.max_prompt_length``, counted in :attr:`prompt_filter` (the run's first metrics record).
+
+        Validation is filtered like training rather than left to the engine, which would keep the end of a
+        long prompt and so cut its beginning (the system prompt) away. Nothing left to train on is an error
+        naming the setting, the file and the shortest prompt, since every step would otherwise fail.
+        """
         from corewarding.data import filter_by_prompt_length, filter_pairs_by_prompt_length
 
         max_len = self.cfg.data.max_prompt_length
+        items = self.items
         if self.uses_pairs:
-            kept, _ = filter_pairs_by_prompt_length([(a, b) for a, b in items], self.tokenizer, max_len)
-            return [(a, b) for a, b in kept]
-        kept, _ = filter_by_prompt_length([a for a, _ in items], self.tokenizer, max_len)
-        return [(q, None) for q in kept]
+            pairs, dropped = filter_pairs_by_prompt_length(
+                [(a, b) for a, b in items], self.tokenizer, max_len
+            )
+            self.items = [(a, b) for a, b in pairs]
+        else:
+            kept, dropped = filter_by_prompt_length([a for a, _ in items], self.tokenizer, max_len)
+            self.items = [(q, None) for q in kept]
+        if items and not self.items:
+            self._no_prompt_fits(items, max_len)
+        val_total = len(self.val_questions)
+        self.val_questions, val_dropped = filter_by_prompt_length(self.val_questions, self.tokenizer, max_len)
+        self.prompt_filter = {
+            "data/train_dropped_long_prompts": dropped,
+            "data/val_dropped_long_prompts": val_dropped,
+        }
+        if (dropped or val_dropped) and self.accelerator.is_main_process:
+            unit = "pairs" if self.uses_pairs else "questions"
+            line = f"data.max_prompt_length={max_len}: dropped {dropped} of {len(items)} training {unit}"
+            if val_total:
+                line += f" and {val_dropped} of {val_total} validation questions"
+                if not self.val_questions:
+                    line += " (no validation is left)"
+            _notice(line + " whose prompts are longer")
+
+    def _no_prompt_fits(self, items: list[Item], max_len: int) -> None:
+        from corewarding.data.prompting import prompt_lengths
+
+        views = [[q for q in item if q is not None] for item in items]
+        lengths = prompt_lengths(self.tokenizer, [q.messages for view in views for q in view])
+        # an item fits when all its prompts do: its length is its longest prompt's
+        longest, at = [], 0
+        for view in views:
+            longest.append(max(lengths[at : at + len(view)]))
+            at += len(view)
+        shortest = min(longest)
+        files = " and ".join(str(f) for f in self._train_files)
+        which = "pair's longer prompt" if len(self._train_files) > 1 else "prompt"
+        raise DataError(
+            f"data.max_prompt_length={max_len} is shorter than every training prompt in {files} (the "
+            f"shortest {which} has {shortest} tokens), so there is nothing to train on; raise "
+            f"data.max_prompt_length to at least {shortest}"
+        )
 
     # ------------------------------------------------------------------ groups
     def _views_for(self, item: Item) -> list[tuple[str, Question]]:
@@ -533,10 +766,14 @@ class Trainer:
 
     # ------------------------------------------------------------------ update
     def _update(
-        self, rollouts: list[Rollout], advantages: list[float], old: list[dict] | None
+        self, rollouts: list[Rollout], advantages: list[float], old: list[dict] | None, *, step: int
     ) -> dict[str, float]:
-        """``grpo.updates_per_step`` optimizer steps over the step's rollouts, each accumulated over
-        micro-batches; returns the mean of each statistic."""
+        """``grpo.updates_per_step`` optimizer steps over the step's rollouts (loop index ``step``), each
+        accumulated over micro-batches; returns the mean of each statistic.
+
+        Before each optimizer step the losses and the gradient norm are checked (all processes together):
+        a non-finite one stops the run with :class:`TrainingDivergedError` and the weights stay as they were.
+        """
         cfg, acc = self.cfg, self.accelerator
         U = cfg.grpo.updates_per_step
         n = len(rollouts)
@@ -563,21 +800,32 @@ class Trainer:
                     f"{len(mbs)} micro-batches in this update, but DeepSpeed was set up for "
                     f"{plan.micro_batches_per_update}"
                 )
+            bad_loss: float | None = None  # this process's first non-finite micro-batch loss
+            where = (step, u)
             for k, mb in enumerate(mbs):
                 last = k == len(mbs) - 1
                 # DDP: all-reduce gradients once, on the last micro-batch (FSDP2 reduce-scatters each one)
                 sync = contextlib.nullcontext() if last or self.strategy != "ddp" else acc.no_sync(self.model)
                 with sync:
                     loss, m = self._micro_batch_loss(mb, rollouts, advantages, old, norm)
+                    if bad_loss is None and not bool(torch.isfinite(loss.detach()).item()):
+                        bad_loss = float(loss.detach())
                     # DDP, FSDP and ZeRO-3 average gradients over processes; the loss is a global mean
                     loss = loss * acc.num_processes
                     if self._micro_batches_plan is not None:  # ZeRO-3: steps inside the last backward
+                        if last:  # so the losses are checked before it
+                            self._stop_if_diverged(where, bad_loss, None)
                         self._micro_batches_plan.backward(acc, loss, k)
                     else:
                         acc.backward(loss)
                 for key, val in m.items():
                     stats.setdefault(key, []).append(val)
-            stats.setdefault("grad_norm", []).append(self._clip_gradients())
+            grad_norm = self._clip_gradients()
+            if self._micro_batches_plan is None:
+                self._stop_if_diverged(where, bad_loss, grad_norm)
+            else:  # ZeRO-3 reports the norm of the update it has applied: stop before anything is saved
+                self._stop_if_diverged(where, None, grad_norm, applied=True)
+            stats.setdefault("grad_norm", []).append(float("nan") if grad_norm is None else grad_norm)
             stats.setdefault("lr", []).append(self.scheduler.get_last_lr()[0])
             self.optimizer.step()
             self.scheduler.step()
@@ -663,8 +911,9 @@ class Trainer:
             out[r, : lp.numel()] = lp.to(out.device)
         return out
 
-    def _clip_gradients(self) -> float:
-        """Clip the global gradient norm to ``optim.grad_clip``; returns the norm before clipping."""
+    def _clip_gradients(self) -> float | None:
+        """Clip the global gradient norm to ``optim.grad_clip``; returns the norm before clipping (None when
+        DeepSpeed has none to report yet: ZeRO-3 clips in its own step and reports that step's norm)."""
         max_norm = self.cfg.optim.grad_clip
         if self.strategy == "fsdp2":
             from corewarding.training.sharding import full_tensor
@@ -673,7 +922,53 @@ class Trainer:
             norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
             return float(full_tensor(norm))
         norm = self.accelerator.clip_grad_norm_(self.model.parameters(), max_norm)
-        return float("nan") if norm is None else float(norm)  # ZeRO-3 clips in its step, reports the norm
+        return None if norm is None else float(norm)
+
+    def _stop_if_diverged(
+        self,
+        where: tuple[int, int],
+        bad_loss: float | None,
+        grad_norm: float | None,
+        applied: bool = False,
+    ) -> None:
+        """Raise :class:`TrainingDivergedError` on every process when any process saw a non-finite loss
+        (``bad_loss``) or the gradient norm is not finite; called before the optimizer step.
+
+        The flags are summed over the processes (one small all-reduce per update) so that all of them stop
+        together: a process that stopped alone would leave the others waiting in the next collective.
+        """
+        acc = self.accelerator
+        bad_norm = grad_norm is not None and not math.isfinite(grad_norm)
+        flags = torch.tensor([float(bad_loss is not None), float(bad_norm)], device=acc.device)
+        if acc.num_processes > 1:
+            flags = acc.reduce(flags, reduction="sum")
+        loss_flag, norm_flag = (bool(f) for f in flags.tolist())
+        if not (loss_flag or norm_flag):
+            return
+        step, update = where
+        cfg = self.cfg
+        if loss_flag:
+            what = "the loss" + (
+                f" is {bad_loss}" if bad_loss is not None else " is not finite on another process"
+            )
+        else:
+            what = f"the gradient norm is {grad_norm}"
+        of = f" (update {update + 1} of {cfg.grpo.updates_per_step})" if cfg.grpo.updates_per_step > 1 else ""
+        latest = ckpt.latest_checkpoint(self.run_dir)
+        kept = (
+            f"the last checkpoint, {latest[1].name}, is intact" if latest else "no checkpoint was written yet"
+        )
+        stopped = (
+            "DeepSpeed applied this update inside its backward, but nothing after it was saved"
+            if applied
+            else "the run stopped before the optimizer step, so no weights were changed or saved"
+        )
+        raise TrainingDivergedError(
+            f"training diverged at step {step + 1}{of}: {what}; {stopped}, and {kept}. Lower optim.lr "
+            f"(now {cfg.optim.lr:g}), keep optim.grad_clip on (now {cfg.optim.grad_clip:g}) or raise the "
+            f"warm-up (optim.warmup_ratio={cfg.optim.warmup_ratio:g}), then go on from the last checkpoint "
+            "with resume=true (trainer.allow_config_changes=true lets it take the new values)"
+        )
 
     # ------------------------------------------------------------------ validation
     def validate(self) -> dict[str, float]:
@@ -709,17 +1004,55 @@ class Trainer:
 
     # ------------------------------------------------------------------ loop
     def _resume(self) -> int:
-        """Load the latest checkpoint's training state (weights, optimizer, scheduler, teacher); its step."""
-        if self.resume_from is None:
-            return 0
-        step, path = self.resume_from
-        self.load_state(ckpt.require_training_state(path))
-        if self.accelerator.is_main_process:
-            truncate_metrics(self.run_dir / "metrics.jsonl", step)
-            (self.run_dir / "rollouts").mkdir(exist_ok=True)
-        self.accelerator.wait_for_everyone()
-        self._weights_changed()  # the engine still holds the initial weights
-        return step
+        """Load the newest intact checkpoint's training state (weights, optimizer, scheduler, RNG, teacher);
+        its step (0 without one).
+
+        A checkpoint whose files pass the manifest check can still fail to load (bytes damaged in place):
+        then the next older one is tried, all processes moving on together, and the failure is said in one
+        line. Each load replaces the whole state, so a failed partial load leaves nothing behind.
+        """
+        acc = self.accelerator
+        for i, (step, path) in enumerate(self._candidates):
+            failure = None
+            try:
+                self.load_state(path / ckpt.STATE)
+            except Exception as err:  # safetensors, torch.load, accelerate: a damaged file, whatever it says
+                failure = _one_line(err)
+            failed = torch.tensor([float(failure is not None)], device=acc.device)
+            if acc.num_processes > 1:
+                failed = acc.reduce(failed, reduction="sum")
+            if not bool(failed.item()):
+                self.resume_from = (step, path)
+                self._weights_changed()  # the engine still holds the initial weights
+                return step
+            reason = failure or "it failed to load on another process"
+            older = self._candidates[i + 1 :]
+            if not older:
+                raise CheckpointError(
+                    f"resume=true, but {path} failed to load ({reason}) and no older checkpoint of "
+                    f"{self.run_dir} is intact. Restore the files, or start a new run (another trainer.run_name)"
+                )
+            if acc.is_main_process:
+                _notice(f"{path.name} failed to load ({reason}): trying {older[0][1].name}")
+        return 0
+
+    def _prepare_run_dir(self, start: int) -> None:
+        """Make the run folder say what the run about to start from step ``start`` will do (main process).
+
+        The metrics records and rollout samples that it writes again are dropped (everything when it starts
+        from step 0: the validation before training is redone too), so the files read as one uninterrupted
+        run; the old config is kept when this one changes it; then ``config.yaml`` is (re)written.
+        """
+        if self.cfg.resume:
+            truncate_metrics(self.run_dir / "metrics.jsonl", start)
+        samples = self.run_dir / "rollouts"
+        samples.mkdir(parents=True, exist_ok=True)
+        for path in samples.iterdir():
+            match = _SAMPLES.match(path.name)
+            if match and int(match.group(1)) > start:
+                path.unlink()
+        self._record_config_changes(start)
+        save_config(self.cfg, self.run_dir / "config.yaml")
 
     def _write_samples(self, step: int, groups: list[RolloutGroup], scores) -> None:
         """A few rollouts of the step; with several processes each writes its own file (its own groups)."""
@@ -751,10 +1084,7 @@ class Trainer:
                     }
                 )
         suffix = f"-rank{acc.process_index}" if acc.num_processes > 1 else ""
-        path = self.run_dir / "rollouts" / f"step-{step:06d}{suffix}.jsonl"
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
-        os.replace(tmp, path)
+        atomic_write_jsonl(self.run_dir / "rollouts" / f"step-{step:06d}{suffix}.jsonl", rows)
 
     @torch.no_grad()
     def _param_spread(self) -> float:
@@ -774,11 +1104,13 @@ class Trainer:
 
     def train(self) -> TrainResult:
         cfg, acc = self.cfg, self.accelerator
-        if acc.is_main_process:
-            (self.run_dir / "rollouts").mkdir(parents=True, exist_ok=True)
-            save_config(cfg, self.run_dir / "config.yaml")
-        acc.wait_for_everyone()
         start = self._resume()
+        if acc.is_main_process:
+            self._prepare_run_dir(start)
+        acc.wait_for_everyone()
+        # the prompt filter's counts go into the first record of a run that starts at step 0 (the same
+        # record whether or not the run is later killed and resumed)
+        first_record = dict(self.prompt_filter) if start == 0 else {}
         logger = (
             RunLogger(
                 self.run_dir,
@@ -801,7 +1133,8 @@ class Trainer:
             last_val = self.validate()
             self.last_validation = (0, last_val)
             if logger:
-                logger.log(0, last_val)
+                logger.log(0, {**last_val, **first_record})
+            first_record = {}
         bar = tqdm(
             total=total,
             initial=start,
@@ -811,91 +1144,97 @@ class Trainer:
             dynamic_ncols=True,
         )
         metrics: dict[str, Any] = {}
-        for step in range(start, total):
-            _seed_all(cfg.trainer.seed * 7919 + step * 31 + acc.process_index)
-            batch = sampler.batch(step)[acc.process_index :: acc.num_processes]
-            t0 = time.perf_counter()
-            groups = self._rollout_groups(step, batch)
-            t_gen = time.perf_counter() - t0
-            rollouts = [r for g in groups for r in g.rollouts]
-            t1 = time.perf_counter()
-            needs_old = cfg.grpo.updates_per_step > 1
-            old = None
-            if self.method.needs_token_stats or needs_old:
-                old = self._no_grad_pass(self.model, rollouts, with_stats=self.method.needs_token_stats)
-                if self.method.needs_token_stats:
-                    for r, o in zip(rollouts, old, strict=True):
-                        r.extra["entropy"] = o["entropy"]
-                        r.extra["self_certainty"] = o["self_certainty"]
-                if not needs_old:
-                    old = None
-            scores = score_step(self.method, groups)
-            adv_rows = group_advantages(
-                [torch.tensor(row, dtype=torch.float32) for row in scores.rewards], eps=cfg.grpo.adv_eps
-            )
-            advantages = [float(a) for row in adv_rows for a in row]
-            t_score = time.perf_counter() - t1
-            t2 = time.perf_counter()
-            release = getattr(self.engine, "release_memory", None)
-            if release is not None:
-                release()  # vLLM: give its weights and KV cache back to the update
-            upd = self._update(rollouts, advantages, old)
-            t_update = time.perf_counter() - t2
-            if self.teacher is not None and self.teacher.update(self.policy, step + 1, total):
-                self._weights_changed()
-            teacher_sets = {id(g.teacher_rollouts): g.teacher_rollouts for g in groups if g.teacher_rollouts}
-            n_tokens = sum(r.num_response_tokens for r in rollouts) + sum(
-                t.num_response_tokens for ts in teacher_sets.values() for t in ts
-            )
-            lengths = [r.num_response_tokens for r in rollouts]
-            local = {
-                **scores.metrics,
-                **upd,
-                "response_length/mean": sum(lengths) / len(lengths),
-                "response_length/clip_frac": sum(r.truncated for r in rollouts) / len(rollouts),
-                "reward/mean": sum(sum(row) for row in scores.rewards) / max(1, len(rollouts)),
-                "time/generation": t_gen,
-                "time/scoring": t_score,
-                "time/update": t_update,
-                "throughput/rollout_tokens_per_s": n_tokens / max(t_gen, 1e-9),
-            }
-            if self.method.needs_token_stats:
-                local["token_entropy"] = sum(r.extra["entropy"] for r in rollouts) / len(rollouts)
-                local["self_certainty"] = sum(r.extra["self_certainty"] for r in rollouts) / len(rollouts)
-            if torch.cuda.is_available():
-                local["memory/peak_allocated_gb"] = torch.cuda.max_memory_allocated() / 2**30
-                torch.cuda.reset_peak_memory_stats()
-            metrics = self._reduce(local)
-            if self.teacher is not None:
-                metrics["teacher/ema_a"] = self.teacher.last_a
-            done = step + 1
-            if done == total and self.strategy == "ddp":
-                metrics["dist/param_spread"] = self._param_spread()
-            if cfg.trainer.val_every and self.val_questions and done % cfg.trainer.val_every == 0:
-                last_val = self.validate()
-                self.last_validation = (done, last_val)
-                metrics.update(last_val)
-            self._write_samples(done, groups, scores)
-            if logger:
-                logger.log(done, metrics)
-            if cfg.trainer.save_every and (done % cfg.trainer.save_every == 0 or done == total):
-                self.save(done)
-            bar.update(1)
-            bar.set_postfix(
-                {
-                    k: f"{metrics[k]:.3f}"
-                    for k in (
-                        "reward/mean",
-                        "pseudo_label/accuracy",
-                        "rollout/accuracy",
-                        "val/avg@" + str(cfg.validation.n),
-                    )
-                    if k in metrics
+        try:
+            for step in range(start, total):
+                _seed_all(cfg.trainer.seed * 7919 + step * 31 + acc.process_index)
+                batch = sampler.batch(step)[acc.process_index :: acc.num_processes]
+                t0 = time.perf_counter()
+                groups = self._rollout_groups(step, batch)
+                t_gen = time.perf_counter() - t0
+                rollouts = [r for g in groups for r in g.rollouts]
+                t1 = time.perf_counter()
+                needs_old = cfg.grpo.updates_per_step > 1
+                old = None
+                if self.method.needs_token_stats or needs_old:
+                    old = self._no_grad_pass(self.model, rollouts, with_stats=self.method.needs_token_stats)
+                    if self.method.needs_token_stats:
+                        for r, o in zip(rollouts, old, strict=True):
+                            r.extra["entropy"] = o["entropy"]
+                            r.extra["self_certainty"] = o["self_certainty"]
+                    if not needs_old:
+                        old = None
+                scores = score_step(self.method, groups)
+                adv_rows = group_advantages(
+                    [torch.tensor(row, dtype=torch.float32) for row in scores.rewards], eps=cfg.grpo.adv_eps
+                )
+                advantages = [float(a) for row in adv_rows for a in row]
+                t_score = time.perf_counter() - t1
+                t2 = time.perf_counter()
+                release = getattr(self.engine, "release_memory", None)
+                if release is not None:
+                    release()  # vLLM: give its weights and KV cache back to the update
+                upd = self._update(rollouts, advantages, old, step=step)
+                t_update = time.perf_counter() - t2
+                if self.teacher is not None and self.teacher.update(self.policy, step + 1, total):
+                    self._weights_changed()
+                teacher_sets = {
+                    id(g.teacher_rollouts): g.teacher_rollouts for g in groups if g.teacher_rollouts
                 }
-            )
-        bar.close()
+                n_tokens = sum(r.num_response_tokens for r in rollouts) + sum(
+                    t.num_response_tokens for ts in teacher_sets.values() for t in ts
+                )
+                lengths = [r.num_response_tokens for r in rollouts]
+                local = {
+                    **scores.metrics,
+                    **upd,
+                    "response_length/mean": sum(lengths) / len(lengths),
+                    "response_length/clip_frac": sum(r.truncated for r in rollouts) / len(rollouts),
+                    "reward/mean": sum(sum(row) for row in scores.rewards) / max(1, len(rollouts)),
+                    "time/generation": t_gen,
+                    "time/scoring": t_score,
+                    "time/update": t_update,
+                    "throughput/rollout_tokens_per_s": n_tokens / max(t_gen, 1e-9),
+                }
+                if self.method.needs_token_stats:
+                    local["token_entropy"] = sum(r.extra["entropy"] for r in rollouts) / len(rollouts)
+                    local["self_certainty"] = sum(r.extra["self_certainty"] for r in rollouts) / len(rollouts)
+                if torch.cuda.is_available():
+                    local["memory/peak_allocated_gb"] = torch.cuda.max_memory_allocated() / 2**30
+                    torch.cuda.reset_peak_memory_stats()
+                metrics = self._reduce(local)
+                if self.teacher is not None:
+                    metrics["teacher/ema_a"] = self.teacher.last_a
+                done = step + 1
+                if done == total and self.strategy == "ddp":
+                    metrics["dist/param_spread"] = self._param_spread()
+                if cfg.trainer.val_every and self.val_questions and done % cfg.trainer.val_every == 0:
+                    last_val = self.validate()
+                    self.last_validation = (done, last_val)
+                    metrics.update(last_val)
+                self._write_samples(done, groups, scores)
+                if logger:
+                    logger.log(done, {**metrics, **first_record})
+                first_record = {}
+                if cfg.trainer.save_every and (done % cfg.trainer.save_every == 0 or done == total):
+                    self.save(done)
+                bar.update(1)
+                bar.set_postfix(
+                    {
+                        k: f"{metrics[k]:.3f}"
+                        for k in (
+                            "reward/mean",
+                            "pseudo_label/accuracy",
+                            "rollout/accuracy",
+                            "val/avg@" + str(cfg.validation.n),
+                        )
+                        if k in metrics
+                    }
+                )
+        finally:  # a diverged run too: the bar is closed and the trackers finished
+            bar.close()
+            if logger:
+                logger.close()
         if logger:
-            logger.close()
             from corewarding.reporting.plots import plot_run
 
             plot_run(self.run_dir)
