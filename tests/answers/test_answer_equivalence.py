@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import time
 
 import pytest
 
-from corewarding.answers import clear_cache, get_pool, is_equivalent, normalize
-from corewarding.answers.equivalence import prejudge
+from corewarding.answers import batch_equivalent, clear_cache, equivalence, get_pool, is_equivalent, normalize
+from corewarding.answers.equivalence import DEFAULT_TIMEOUT_S, prejudge
 
 EQUIVALENT = [
     ("\\frac12", "0.5"),
@@ -98,7 +99,9 @@ def test_single_call_never_outlives_its_timeout(hostile: str) -> None:
     timeouts = pool.stats.timeouts
     start = time.monotonic()
     assert is_equivalent(hostile, "5", timeout=1.0) is False
-    assert time.monotonic() - start < 1.0 + 0.5
+    # killed at its deadline: this product alone runs for minutes; 3 s over the deadline cover replacing
+    # the worker on a busy machine
+    assert time.monotonic() - start < 1.0 + 3.0
     assert pool.stats.timeouts == timeouts + 1  # the worker was killed at its deadline...
     assert is_equivalent("\\frac{1}{4}", "0.25", timeout=1.0) is True  # ...and replaced
 
@@ -112,18 +115,61 @@ def test_power_tower_is_rejected_without_a_timeout() -> None:
     assert is_equivalent("9^{9^{9^{9^{9}}}}", "5") is False
     assert is_equivalent("5", "10^{10^{6}}") is False
     assert is_equivalent("20000!", "5") is False
-    assert time.monotonic() - start < 1.5
     assert pool.stats.timeouts == timeouts  # the magnitude guard answered, not the kill switch
+    # three parses (about 0.1 s idle): less than the full timeout each would cost without the guard
+    assert time.monotonic() - start < 3 * DEFAULT_TIMEOUT_S
     assert is_equivalent("2^{10}", "1024") is True  # small powers are still evaluated
 
 
-def test_never_raises_on_junk() -> None:
-    for pred, gold in [
-        ("\\frac{", "1"),
-        ("}}}", "{{{"),
-        ("\x00\udfff", "1"),
-        ("\\boxed{1}", "1"),
-        (12, "12"),
-        ("1", ["1"]),
-    ]:
-        assert is_equivalent(pred, gold) in (True, False)  # type: ignore[arg-type]
+# (pair, verdict): malformed input gets a real verdict from the normal path, not the catch-all's "no"
+JUNK = [
+    (("\\frac{", "1"), False),  # unbalanced braces
+    (("}}}", "{{{"), False),
+    (("\x00\udfff", "1"), False),  # a NUL and a lone surrogate
+    (("\\boxed{1}", "1"), True),  # a box left around the answer is still the answer
+    ((12, "12"), False),  # not strings: never equivalent, even when they print the same
+    (("1", ["1"]), False),
+    (None, False),  # not a pair at all
+    (("1",), False),
+    (("1", "1", "1"), False),
+    (("x" * 200_000, "x"), False),  # over the length cap: not parsed
+    (("x" * 200_000, "x" * 200_000), True),  # identical is identical, whatever the length
+    (("\\boxed{" * 5000, "1"), False),
+    (("9^{9^{9^{9^{9}}}}", "9^{9^{9^{9^{8}}}}"), False),  # the magnitude guard, not an evaluation
+    (("1e999999999", "1"), False),
+    (("$$", "$"), False),  # only delimiters: empty after trimming
+    (("\\frac{1}{0}", "\\infty"), False),
+    # honest pairs in the same batch keep their verdicts
+    (("\\frac12", "0.5"), True),
+    (("0.5", "\\frac{1}{2}"), True),
+    (("-0", "0"), True),
+    (("7", "8"), False),
+]
+
+
+def test_junk_gets_real_verdicts_without_the_catch_all(caplog: pytest.LogCaptureFixture) -> None:
+    """``batch_equivalent`` answers "no" for a whole batch when something inside it raises; none of this
+    junk may get there, and each pair gets the verdict it deserves (a batch of all False would not do)."""
+    pairs = [pair for pair, _ in JUNK]
+    clear_cache()
+    with caplog.at_level(logging.ERROR, logger="corewarding.answers.equivalence"):
+        got = batch_equivalent(pairs)  # type: ignore[arg-type]
+    assert not [r for r in caplog.records if "batch_equivalent failed" in r.getMessage()]
+    assert dict(zip(map(repr, pairs), got, strict=True)) == {repr(p): want for p, want in JUNK}
+    for pair, want in JUNK:  # one at a time, and from the cache, the same
+        if isinstance(pair, tuple) and len(pair) == 2:
+            assert is_equivalent(*pair) is want, repr(pair)[:60]
+
+
+def test_a_bug_inside_the_batch_costs_that_batch_not_the_caller(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The catch-all itself: an exception inside is logged and every pair of the batch counts as "no"."""
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(equivalence, "_batch_equivalent", broken)
+    with caplog.at_level(logging.ERROR, logger="corewarding.answers.equivalence"):
+        assert batch_equivalent([("1", "1"), ("2", "2")]) == [False, False]
+    assert any("batch_equivalent failed; 2 pairs" in r.getMessage() for r in caplog.records)

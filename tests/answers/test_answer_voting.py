@@ -64,3 +64,25 @@ def test_a_class_counts_votes_not_spellings() -> None:
     # the same votes spread over more spellings than the winner has votes
     assert vote(["1", "1", "1", "0.5", "1/2", "\\frac12", "2/4"]) == ("0.5", 4)
     assert batch_vote([["7", "7", "5.0", "5", "5", "5"], ["2", "3", "3"]]) == [("5.0", 4), ("3", 2)]
+
+
+def test_a_blank_answer_in_exact_mode_skips_only_itself() -> None:
+    # a blank vote is passed over, and the answers after it still count
+    assert vote(["1", "", "2", " ", "2"], exact=True) == ("2", 2)
+    assert vote(["", "3"], exact=True) == ("3", 1)
+
+
+def test_the_timeout_reaches_every_comparison(monkeypatch) -> None:
+    """``timeout`` bounds each equivalence check of the vote; it is passed on, not replaced by the default."""
+    from corewarding.answers import equivalence, voting
+
+    seen: list[float] = []
+
+    def recording(pairs, timeout=equivalence.DEFAULT_TIMEOUT_S, progress=None):
+        seen.append(timeout)
+        return equivalence.batch_equivalent(pairs, timeout=timeout)
+
+    monkeypatch.setattr(voting, "batch_equivalent", recording)
+    assert vote(["\\frac12", "0.5", "3"], timeout=7.5) == ("\\frac12", 2)
+    assert batch_vote([["1", "1.0"], ["x", "y"]], timeout=0.25) == [("1", 2), ("x", 1)]
+    assert seen and set(seen) == {7.5, 0.25}

@@ -41,11 +41,13 @@ def test_pass_at_k_matches_closed_forms():
 
 
 def test_pass_at_k_rejects_impossible_arguments():
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"need 0 <= c <= n, got n=4, c=5"):
         pass_at_k(4, 5, 1)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"need 0 <= c <= n, got n=4, c=-1"):
+        pass_at_k(4, -1, 1)
+    with pytest.raises(ValueError, match=r"need 1 <= k <= n, got k=5, n=4"):
         pass_at_k(4, 2, 5)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"need 1 <= k <= n, got k=0, n=4"):
         pass_at_k(4, 2, 0)
 
 
@@ -78,6 +80,19 @@ def test_summarize_random_rows_against_enumeration():
 
 def test_summarize_edge_cases():
     assert summarize([], []) == {}
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="1 questions but 2 majority verdicts"):
         summarize([[True]], [True, False])
+    with pytest.raises(ValueError, match="every question needs at least one sample"):
+        summarize([[True], []], [True, False])
+
+
+def test_extra_pass_ks_outside_the_samples_are_left_out():
+    correct = [[True, False, False, False], [True, True, False, False]]
+    m = summarize(correct, [False, True], extra_pass_ks=[0, 1, 4, 5, 99])
+    assert sorted(m) == ["avg@4", "maj@4", "pass@1", "pass@4", "questions"]
+    # with k below the sample count, pass@n is an extra point of its own, computed from all n samples
+    m = summarize(correct, [False, True], k=2, extra_pass_ks=[4])
+    assert sorted(m) == ["avg@2", "maj@2", "pass@2", "pass@4", "questions"]
+    assert m["pass@4"] == 1.0
+    assert m["pass@2"] == pytest.approx((0.5 + 5 / 6) / 2)  # 1 - C(3,2)/C(4,2); 1 - C(2,2)/C(4,2)
     assert pass_ks(1) == [] and pass_ks(8) == [1, 2, 4] and pass_ks(10) == [1, 2, 4, 8]

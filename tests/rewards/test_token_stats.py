@@ -86,3 +86,37 @@ def test_masked_mean_per_row():
     torch.testing.assert_close(masked_mean_per_row(values, mask), torch.tensor([2.0, 4.0, 0.0]))
     with pytest.raises(ValueError, match="same shape"):
         masked_mean_per_row(values, mask[:, :3])
+
+
+def test_one_pass_without_a_chunk_size():
+    logits = _logits(5, shape=(2, 3, 7))
+    for chunk_size in (None, 0):
+        torch.testing.assert_close(token_entropy(logits, chunk_size=chunk_size), token_entropy(logits))
+        torch.testing.assert_close(
+            token_self_certainty(logits, chunk_size=chunk_size), token_self_certainty(logits)
+        )
+
+
+def test_no_positions_give_an_empty_float32_result():
+    for fn in (token_entropy, token_self_certainty):
+        out = fn(torch.zeros(2, 0, 5, dtype=torch.float64))
+        assert out.shape == (2, 0) and out.dtype == torch.float32
+
+
+def test_a_single_position_and_a_single_class():
+    assert token_entropy(torch.tensor([0.0, 0.0])).item() == pytest.approx(math.log(2))  # shape [V]
+    # one class: all mass on it, zero entropy, and KL(U || p) = 0
+    torch.testing.assert_close(token_entropy(torch.zeros(3, 1)), torch.zeros(3))
+    torch.testing.assert_close(token_self_certainty(torch.zeros(3, 1)), torch.zeros(3))
+    with pytest.raises(
+        ValueError, match=r"^logits must have a non-empty vocabulary dimension, got shape \(2, 0\)$"
+    ):
+        token_entropy(torch.zeros(2, 0))
+    with pytest.raises(ValueError, match="non-empty vocabulary"):
+        token_self_certainty(torch.tensor(1.0))
+
+
+def test_masked_mean_per_row_over_a_batch_of_rows():
+    values = torch.arange(12, dtype=torch.float32).reshape(2, 2, 3)
+    mask = torch.tensor([[[1, 1, 0], [0, 0, 1]], [[1, 1, 1], [0, 0, 0]]])
+    torch.testing.assert_close(masked_mean_per_row(values, mask), torch.tensor([[0.5, 5.0], [7.0, 0.0]]))

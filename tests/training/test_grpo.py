@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from corewarding.training.grpo import group_advantages, kl_k3, masked_mean, policy_loss
+from corewarding.training.grpo import _aggregate, group_advantages, kl_k3, masked_mean, policy_loss
 
 # ---------------------------------------------------------------- group advantages
 
@@ -220,3 +220,93 @@ def test_policy_loss_validates_shapes_and_mode():
         policy_loss(logprobs, old, torch.ones(3), mask)
     with pytest.raises(ValueError, match=r"\[B, T\]"):
         policy_loss(logprobs, old[:, :2], adv, mask)
+
+
+# ---------------------------------------------------------------- edges
+
+
+def test_group_advantages_default_eps_is_tiny():
+    # std of [0, 1] is sqrt(0.5): the default eps (1e-6) leaves the advantages at ±0.5 / 0.70711
+    torch.testing.assert_close(
+        group_advantages(torch.tensor([[0.0, 1.0]])), torch.tensor([[-0.707106, 0.707106]]), atol=1e-5, rtol=0
+    )
+
+
+def test_a_constant_row_is_zero_beside_rows_with_other_values():
+    # seven 0.1s do not average to exactly 0.1 in float32; the row is constant all the same, whatever the
+    # other rows hold
+    rewards = torch.tensor([[0.1] * 7, [0.0] * 6 + [1.0]])
+    adv = group_advantages(rewards)
+    assert torch.equal(adv[0], torch.zeros(7))
+    assert adv[1, -1] > 0
+
+
+def test_integer_and_double_rewards():
+    ints = group_advantages(torch.tensor([[1, 0, 0, 1]]))
+    torch.testing.assert_close(ints, group_advantages(torch.tensor([[1.0, 0.0, 0.0, 1.0]])))
+    assert ints.dtype == torch.float32
+    doubles = group_advantages(torch.tensor([[1.0, 0.0]], dtype=torch.float64))
+    assert doubles.dtype == torch.float64
+
+
+def test_ragged_groups_must_be_1d_tensors():
+    with pytest.raises(ValueError, match=r"^group 1: expected a 1-D tensor of rewards, got list$"):
+        group_advantages([torch.tensor([1.0, 0.0]), [1.0, 0.0]])  # type: ignore[list-item]
+    with pytest.raises(ValueError, match=r"^group 0: expected a 1-D tensor of rewards, got Tensor$"):
+        group_advantages([torch.zeros(2, 2)])
+
+
+def test_a_single_kept_token_is_its_own_mean():
+    x = torch.tensor([[3.0, 5.0], [7.0, 9.0]])
+    mask = torch.tensor([[0, 1], [0, 0]])
+    assert masked_mean(x, mask).item() == 5.0
+    torch.testing.assert_close(masked_mean(x, mask, dim=-1), torch.tensor([5.0, 0.0]))
+
+
+def test_k3_of_a_token_the_policy_rules_out_is_the_cap_not_nan():
+    # log pi = -inf (the policy gives the token no mass): d = +inf is clamped to 20 before exp, so k3 = 10
+    k3 = kl_k3(torch.tensor([-math.inf]), torch.tensor([0.0]))
+    assert k3.item() == 10.0
+
+
+def test_extreme_log_ratios_are_clamped_to_20():
+    logprobs = torch.tensor([[30.0, -30.0]])
+    old = torch.zeros(1, 2)
+    mask = torch.ones(1, 2)
+    # A = -1: per token max(ratio, clip(ratio)) = max(e^20, 1.2) and max(e^-20, 0.8)
+    loss, m = policy_loss(logprobs, old, torch.tensor([-1.0]), mask)
+    assert loss.item() == pytest.approx((math.exp(20) + 0.8) / 2, rel=1e-6)
+    assert m["ratio_mean"] == pytest.approx((math.exp(20) + math.exp(-20)) / 2, rel=1e-6)
+    # A = +1: max(-e^20, -1.2) = -1.2 and max(-e^-20, -0.8) = -e^-20
+    loss, _ = policy_loss(logprobs, old, torch.tensor([1.0]), mask)
+    assert loss.item() == pytest.approx((-1.2 - math.exp(-20)) / 2, rel=1e-7)
+    _, m = policy_loss(torch.tensor([[-30.0]]), torch.zeros(1, 1), torch.tensor([1.0]), torch.ones(1, 1))
+    assert m["ratio_mean"] == pytest.approx(math.exp(-20), rel=1e-5)
+
+
+def test_ppo_kl_is_the_mean_of_old_minus_new_logprobs():
+    logprobs, old, adv, mask = _example()
+    _, m = policy_loss(logprobs, old, adv, mask)
+    # -log ratio per kept token: -[0, ln 1.5, ln 0.5], -[ln 1.5, ln 0.5]
+    expected = -(2 * math.log(1.5) + 2 * math.log(0.5)) / 5
+    assert m["ppo_kl"] == pytest.approx(expected, abs=1e-6)
+
+
+def test_aggregation_of_single_tokens_and_single_sequences():
+    logprobs = torch.zeros(1, 3)
+    mask = torch.tensor([[1, 0, 0]])
+    adv = torch.tensor([2.0])
+    # one kept token of -A * ratio = -2, alone in its sequence and in the batch
+    for mode in ("token-mean", "seq-mean-token-mean"):
+        loss, m = policy_loss(logprobs, logprobs.clone(), adv, mask, loss_agg=mode)
+        assert loss.item() == -2.0 and m["pg_loss"] == -2.0
+
+
+def test_shape_errors_name_the_shapes():
+    logprobs, old, adv, mask = _example()
+    with pytest.raises(ValueError, match=r"^ref_logprobs \(2, 2\) must match logprobs \(2, 3\)$"):
+        policy_loss(logprobs, old, adv, mask, ref_logprobs=old[:, :2])
+    with pytest.raises(ValueError, match=r"must all be \[B, T\]"):
+        policy_loss(logprobs, old, adv, mask[:, :1])  # would broadcast silently
+    with pytest.raises(ValueError, match=r"^loss_agg must be one of \('token-mean', 'seq-mean-token-mean'\)"):
+        _aggregate(logprobs, mask, "sum", None, None)

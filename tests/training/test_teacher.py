@@ -150,3 +150,127 @@ def test_config_validation_and_low_precision_warning():
     _set(policy, [[3.0, -2.0]], [1.5], [1.0], 7)
     teacher.update(policy, step=0, total_steps=10)
     assert teacher.model.linear.weight[0, 0].item() == pytest.approx(1.02)
+
+
+def test_schedule_of_a_single_step():
+    assert ema_coefficient(0, 1) == pytest.approx(0.01)
+    assert ema_coefficient(1, 1) == pytest.approx(0.0001)
+    with pytest.raises(ValueError, match=r"^total_steps must be positive, got -3$"):
+        ema_coefficient(0, -3)
+
+
+@pytest.mark.parametrize("interval", [True, 2.0, "2", 0])
+def test_update_interval_must_be_a_positive_integer(interval):
+    with pytest.raises(ConfigError, match=r"^teacher.update_interval must be an integer >= 1, got "):
+        EMATeacher(Tiny(), update_interval=interval)
+
+
+def test_schedule_bounds_are_inclusive_and_named():
+    for a_start, a_end in ((0.0, 0.0), (1.0, 1.0)):
+        teacher = EMATeacher(Tiny(), a_start=a_start, a_end=a_end)
+        assert (teacher.a_start, teacher.a_end) == (a_start, a_end)
+    with pytest.raises(ConfigError, match=r"^teacher.a_start must be in \[0, 1\], got -0.1$"):
+        EMATeacher(Tiny(), a_start=-0.1)
+    with pytest.raises(ConfigError, match=r"^teacher.a_end must be in \[0, 1\], got 2$"):
+        EMATeacher(Tiny(), a_end=2)
+
+
+def test_defaults_update_every_step():
+    policy = Tiny()
+    teacher = EMATeacher(policy)
+    assert teacher.last_a is None and teacher.num_updates == 0
+    assert [teacher.update(policy, step=s, total_steps=10) for s in (1, 2, 3)] == [True, True, True]
+
+
+def test_a_teacher_built_by_the_caller_is_used_as_given():
+    policy, copy = Tiny(), Tiny()
+    teacher = EMATeacher(policy, model=copy)
+    assert teacher.model is copy and not copy.training
+
+
+def test_dtype_and_device_are_applied():
+    teacher = EMATeacher(Tiny(), device="meta")
+    assert all(p.device.type == "meta" for p in teacher.model.parameters())
+    teacher = EMATeacher(Tiny(), dtype=torch.float64, device="cpu")
+    assert all(p.dtype == torch.float64 for p in teacher.model.parameters())
+
+
+def test_the_low_precision_warning_points_at_the_caller():
+    with pytest.warns(UserWarning) as caught:
+        EMATeacher(Tiny().to(torch.float16))
+    (warning,) = caught
+    assert warning.filename == __file__
+    assert str(warning.message) == (
+        "EMA teacher parameters are 16-bit: updates of weight a≈1e-4 round away and the teacher will barely "
+        "move; pass dtype=torch.float32 to keep an fp32 teacher"
+    )
+
+
+def test_mismatch_messages_name_the_kind_and_the_names():
+    teacher = EMATeacher(Tiny())
+
+    class Wider(Tiny):
+        def __init__(self) -> None:
+            super().__init__()
+            for k in range(5):
+                self.register_parameter(f"extra{k}", nn.Parameter(torch.zeros(1)))
+
+    with pytest.raises(ValueError) as err:
+        teacher.update(Wider(), step=0, total_steps=10)
+    assert str(err.value).startswith(
+        "EMA teacher: policy parameters do not match the teacher's (policy-only ['extra0', 'extra1', 'extra2'], "
+        "missing [])"
+    )
+
+    class NoNorm(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.linear = nn.Linear(2, 1)
+            self.register_buffer("counter", torch.zeros(1))
+            self.norm = nn.Module()
+            self.norm.weight = nn.Parameter(torch.ones(1))
+            self.norm.bias = nn.Parameter(torch.zeros(1))
+
+    with pytest.raises(ValueError) as err:
+        teacher.update(NoNorm(), step=0, total_steps=10)
+    assert str(err.value).startswith(
+        "EMA teacher: policy buffers do not match the teacher's (policy-only ['counter'], missing "
+        "['norm.num_batches_tracked', 'norm.running_mean', 'norm.running_var'])"
+    )
+    other = Tiny()
+    other.linear = nn.Linear(3, 1)
+    with pytest.raises(ValueError) as err:
+        teacher.update(other, step=0, total_steps=10)
+    assert str(err.value) == (
+        "EMA teacher: linear.weight has shape (1, 3) in the policy but (1, 2) in the teacher (sharded "
+        "parameters must be gathered before the update)"
+    )
+
+
+def test_state_dict_holds_the_schedule_and_counters():
+    teacher = EMATeacher(Tiny(), ema_enabled=True, update_interval=2, a_start=0.5, a_end=0.25)
+    state = teacher.state_dict()
+    assert set(state) == {
+        "model",
+        "last_a",
+        "num_updates",
+        "ema_enabled",
+        "update_interval",
+        "a_start",
+        "a_end",
+    }
+    assert {k: v for k, v in state.items() if k != "model"} == {
+        "last_a": None,
+        "num_updates": 0,
+        "ema_enabled": True,
+        "update_interval": 2,
+        "a_start": 0.5,
+        "a_end": 0.25,
+    }
+
+
+def test_an_old_state_without_counters_starts_them_afresh():
+    teacher = EMATeacher(Tiny())
+    teacher.num_updates, teacher.last_a = 5, 0.3
+    teacher.load_state_dict({"model": Tiny().state_dict()})
+    assert teacher.num_updates == 0 and teacher.last_a is None
