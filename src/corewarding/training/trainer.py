@@ -16,7 +16,8 @@ marked stale and synced before it samples again (the policy, the teacher, valida
 What a run leaves on disk is kept trustworthy whatever happens to it:
 
 - a non-finite loss or gradient norm stops the run before the optimizer step (every process agrees), so no
-  checkpoint ever holds NaN or inf weights (:class:`TrainingDivergedError`);
+  checkpoint ever holds NaN or inf weights (:class:`TrainingDivergedError`; the step's arithmetic, from
+  advantages to the optimizer step, is :mod:`corewarding.training.update`);
 - ``resume=true`` continues from the newest *intact* checkpoint (checked against the manifest in its
   ``COMPLETE`` marker, falling back to an older one when loading still fails), drops the metrics and samples
   that the restarted run writes again, and refuses settings that change what the earlier steps mean unless
@@ -60,8 +61,8 @@ from corewarding.rewards import RolloutGroup, get_reward_method, score_step
 from corewarding.rollout.engine import RolloutEngine
 from corewarding.rollout.types import Rollout, SamplingParams
 from corewarding.training import checkpoint as ckpt
-from corewarding.training.grpo import group_advantages, policy_loss
-from corewarding.training.logprobs import PackedBatch, pack, response_forward
+from corewarding.training import update
+from corewarding.training.logprobs import pack, response_forward
 from corewarding.training.precision import autocast, compute_dtype, storage_dtype
 from corewarding.training.run_log import RunLogger, flat_config, require_trackers, truncate_metrics
 from corewarding.training.sampler import StepSampler
@@ -76,6 +77,7 @@ from corewarding.training.sharding import (
     shard_fsdp2,
 )
 from corewarding.training.teacher import AdapterEMATeacher, EMATeacher
+from corewarding.training.update import TrainingDivergedError as TrainingDivergedError  # raised by the update
 
 Item = tuple[Question, Question | None]  # (original, rephrased twin or None)
 
@@ -111,11 +113,6 @@ NEUTRAL_CHANGES = frozenset(
 )
 _ABSENT = "(absent)"
 _SAMPLES = re.compile(r"^step-(\d+)(?:-rank\d+)?\.jsonl$")
-
-
-class TrainingDivergedError(CorewardingError):
-    """The loss or the gradient norm stopped being finite: the run stops before the optimizer step, so
-    nothing non-finite reaches the weights or a checkpoint, and the last checkpoint stays as it was."""
 
 
 class CheckpointError(CorewardingError):
@@ -223,13 +220,6 @@ def _make_accelerator(deepspeed: bool, trackers: list[str] | None = None, run_di
         kwargs_handlers=handlers,
         **tracking,
     )
-
-
-def _masked_means(batch: PackedBatch, **per_token: torch.Tensor) -> dict[str, float]:
-    """Each ``[B, R]`` per-token statistic averaged over the batch's real response tokens."""
-    mask = batch.response_mask
-    denom = mask.sum().clamp(min=1)
-    return {name: float((values * mask).sum() / denom) for name, values in per_token.items()}
 
 
 class Trainer:
@@ -764,74 +754,12 @@ class Trainer:
                     out[i]["self_certainty"] = float((fo.self_certainty[row] * m).sum() / denom)
         return out
 
-    # ------------------------------------------------------------------ update
+    # ------------------------------------------------------------------ update (corewarding.training.update)
     def _update(
         self, rollouts: list[Rollout], advantages: list[float], old: list[dict] | None, *, step: int
     ) -> dict[str, float]:
-        """``grpo.updates_per_step`` optimizer steps over the step's rollouts (loop index ``step``), each
-        accumulated over micro-batches; returns the mean of each statistic.
-
-        Before each optimizer step the losses and the gradient norm are checked (all processes together):
-        a non-finite one stops the run with :class:`TrainingDivergedError` and the weights stay as they were.
-        """
-        cfg, acc = self.cfg, self.accelerator
-        U = cfg.grpo.updates_per_step
-        n = len(rollouts)
-        per_update = math.ceil(n / U)
-        stats: dict[str, list[float]] = {}
-        for u in range(U):
-            idx = list(range(u * per_update, min(n, (u + 1) * per_update)))
-            # the loss of every micro-batch is normalised by the whole update's tokens over all processes,
-            # so summing micro-batch gradients (and DDP/FSDP averaging them) gives the global token-mean
-            local_tokens = torch.tensor(
-                float(sum(len(rollouts[i].response_ids) for i in idx)), device=acc.device
-            )
-            norm = {
-                "num_tokens_total": acc.reduce(local_tokens, reduction="sum").item(),
-                "num_seqs_total": len(idx) * acc.num_processes,
-            }
-            mbs = [
-                idx[i : i + cfg.optim.micro_batch_size]
-                for i in range(0, len(idx), cfg.optim.micro_batch_size)
-            ]
-            plan = self._micro_batches_plan
-            if plan is not None and len(mbs) != plan.micro_batches_per_update:
-                raise RuntimeError(
-                    f"{len(mbs)} micro-batches in this update, but DeepSpeed was set up for "
-                    f"{plan.micro_batches_per_update}"
-                )
-            bad_loss: float | None = None  # this process's first non-finite micro-batch loss
-            where = (step, u)
-            for k, mb in enumerate(mbs):
-                last = k == len(mbs) - 1
-                # DDP: all-reduce gradients once, on the last micro-batch (FSDP2 reduce-scatters each one)
-                sync = contextlib.nullcontext() if last or self.strategy != "ddp" else acc.no_sync(self.model)
-                with sync:
-                    loss, m = self._micro_batch_loss(mb, rollouts, advantages, old, norm)
-                    if bad_loss is None and not bool(torch.isfinite(loss.detach()).item()):
-                        bad_loss = float(loss.detach())
-                    # DDP, FSDP and ZeRO-3 average gradients over processes; the loss is a global mean
-                    loss = loss * acc.num_processes
-                    if self._micro_batches_plan is not None:  # ZeRO-3: steps inside the last backward
-                        if last:  # so the losses are checked before it
-                            self._stop_if_diverged(where, bad_loss, None)
-                        self._micro_batches_plan.backward(acc, loss, k)
-                    else:
-                        acc.backward(loss)
-                for key, val in m.items():
-                    stats.setdefault(key, []).append(val)
-            grad_norm = self._clip_gradients()
-            if self._micro_batches_plan is None:
-                self._stop_if_diverged(where, bad_loss, grad_norm)
-            else:  # ZeRO-3 reports the norm of the update it has applied: stop before anything is saved
-                self._stop_if_diverged(where, None, grad_norm, applied=True)
-            stats.setdefault("grad_norm", []).append(float("nan") if grad_norm is None else grad_norm)
-            stats.setdefault("lr", []).append(self.scheduler.get_last_lr()[0])
-            self.optimizer.step()
-            self.scheduler.step()
-            self.optimizer.zero_grad(set_to_none=True)
-            self._weights_changed()
-        return {k: sum(v) / len(v) for k, v in stats.items()}
+        """The step's optimizer update(s): :func:`~corewarding.training.update.update_policy`."""
+        return update.update_policy(self, rollouts, advantages, old, step=step)
 
     def _micro_batch_loss(
         self,
@@ -841,49 +769,12 @@ class Trainer:
         old: list[dict] | None,
         norm: dict[str, float],
     ) -> tuple[torch.Tensor, dict[str, float]]:
-        """The GRPO loss of rollouts ``mb`` (policy forward with gradient, reference without) and its stats."""
-        cfg, device = self.cfg, self.accelerator.device
-        batch = pack([rollouts[i] for i in mb], self.pad_id).to(device)
-        temperature = cfg.rollout.temperature
-        with self._compute():
-            # the reference first, without gradient: under LoRA it is the policy's own module run with other
-            # adapter weights, which must be back to the policy's before the policy's forward and backward
-            ref_lp = None
-            with torch.no_grad(), self._reference() as reference:
-                if reference is not None:
-                    ref_lp = response_forward(
-                        reference, batch, temperature=temperature, share_prompts=self._share_prompts
-                    ).logprobs
-            fo = response_forward(
-                self.model,
-                batch,
-                temperature=temperature,
-                with_stats=not self.method.needs_token_stats,
-                share_prompts=self._share_prompts,
-            )
-        if old is not None:
-            old_lp = self._padded([old[i]["logprobs"] for i in mb], fo.logprobs)
-        else:
-            # on-policy (one update per rollout batch): the sampling policy is the current one, so the ratio
-            # is exactly 1 and only its gradient matters; detaching the current log-probs gives both without
-            # a second forward pass
-            old_lp = fo.logprobs.detach()
-        adv = torch.tensor([advantages[i] for i in mb], dtype=torch.float32, device=device)
-        loss, m = policy_loss(
-            fo.logprobs,
-            old_lp,
-            adv,
-            batch.response_mask,
-            clip_ratio=cfg.grpo.clip_ratio,
-            ref_logprobs=ref_lp,
-            kl_coef=cfg.grpo.kl_coef,
-            loss_agg=cfg.grpo.loss_agg,
-            **norm,
-        )
-        stats = {key: float(val) for key, val in m.items()}
-        if fo.entropy is not None:
-            stats.update(_masked_means(batch, token_entropy=fo.entropy, self_certainty=fo.self_certainty))
-        return loss, stats
+        """One micro-batch's GRPO loss and stats: :func:`~corewarding.training.update.micro_batch_loss`."""
+        return update.micro_batch_loss(self, mb, rollouts, advantages, old, norm)
+
+    def _clip_gradients(self) -> float | None:
+        """The norm before clipping: :func:`~corewarding.training.update.clip_gradients`."""
+        return update.clip_gradients(self)
 
     @contextlib.contextmanager
     def _reference(self) -> Iterator[Any]:
@@ -902,73 +793,6 @@ class Trainer:
             else:
                 with lora.adapter_active(self.policy, None):
                     yield self.policy
-
-    @staticmethod
-    def _padded(rows: list[torch.Tensor], like: torch.Tensor) -> torch.Tensor:
-        """Per-rollout log-probs of different lengths as one zero-padded tensor shaped like ``like``."""
-        out = torch.zeros_like(like)
-        for r, lp in enumerate(rows):
-            out[r, : lp.numel()] = lp.to(out.device)
-        return out
-
-    def _clip_gradients(self) -> float | None:
-        """Clip the global gradient norm to ``optim.grad_clip``; returns the norm before clipping (None when
-        DeepSpeed has none to report yet: ZeRO-3 clips in its own step and reports that step's norm)."""
-        max_norm = self.cfg.optim.grad_clip
-        if self.strategy == "fsdp2":
-            from corewarding.training.sharding import full_tensor
-
-            # the parameters are DTensor shards: torch computes the norm over all of them (a collective)
-            norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
-            return float(full_tensor(norm))
-        norm = self.accelerator.clip_grad_norm_(self.model.parameters(), max_norm)
-        return None if norm is None else float(norm)
-
-    def _stop_if_diverged(
-        self,
-        where: tuple[int, int],
-        bad_loss: float | None,
-        grad_norm: float | None,
-        applied: bool = False,
-    ) -> None:
-        """Raise :class:`TrainingDivergedError` on every process when any process saw a non-finite loss
-        (``bad_loss``) or the gradient norm is not finite; called before the optimizer step.
-
-        The flags are summed over the processes (one small all-reduce per update) so that all of them stop
-        together: a process that stopped alone would leave the others waiting in the next collective.
-        """
-        acc = self.accelerator
-        bad_norm = grad_norm is not None and not math.isfinite(grad_norm)
-        flags = torch.tensor([float(bad_loss is not None), float(bad_norm)], device=acc.device)
-        if acc.num_processes > 1:
-            flags = acc.reduce(flags, reduction="sum")
-        loss_flag, norm_flag = (bool(f) for f in flags.tolist())
-        if not (loss_flag or norm_flag):
-            return
-        step, update = where
-        cfg = self.cfg
-        if loss_flag:
-            what = "the loss" + (
-                f" is {bad_loss}" if bad_loss is not None else " is not finite on another process"
-            )
-        else:
-            what = f"the gradient norm is {grad_norm}"
-        of = f" (update {update + 1} of {cfg.grpo.updates_per_step})" if cfg.grpo.updates_per_step > 1 else ""
-        latest = ckpt.latest_checkpoint(self.run_dir)
-        kept = (
-            f"the last checkpoint, {latest[1].name}, is intact" if latest else "no checkpoint was written yet"
-        )
-        stopped = (
-            "DeepSpeed applied this update inside its backward, but nothing after it was saved"
-            if applied
-            else "the run stopped before the optimizer step, so no weights were changed or saved"
-        )
-        raise TrainingDivergedError(
-            f"training diverged at step {step + 1}{of}: {what}; {stopped}, and {kept}. Lower optim.lr "
-            f"(now {cfg.optim.lr:g}), keep optim.grad_clip on (now {cfg.optim.grad_clip:g}) or raise the "
-            f"warm-up (optim.warmup_ratio={cfg.optim.warmup_ratio:g}), then go on from the last checkpoint "
-            "with resume=true (trainer.allow_config_changes=true lets it take the new values)"
-        )
 
     # ------------------------------------------------------------------ validation
     def validate(self) -> dict[str, float]:
@@ -1164,10 +988,7 @@ class Trainer:
                     if not needs_old:
                         old = None
                 scores = score_step(self.method, groups)
-                adv_rows = group_advantages(
-                    [torch.tensor(row, dtype=torch.float32) for row in scores.rewards], eps=cfg.grpo.adv_eps
-                )
-                advantages = [float(a) for row in adv_rows for a in row]
+                advantages = update.step_advantages(scores.rewards, cfg.grpo.adv_eps)
                 t_score = time.perf_counter() - t1
                 t2 = time.perf_counter()
                 release = getattr(self.engine, "release_memory", None)
