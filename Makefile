@@ -10,7 +10,9 @@ TEST_STAMP := $(VENV)/.installed-test
 TORCH_SPEC ?= torch==2.13.0
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: demo test lint install base lock clean
+MUTANTS_STAMP := $(VENV)/.installed-mutants
+
+.PHONY: demo test lint install base lock clean mutants
 
 # scripts/install_venv.py: the versions pinned in requirements/*.lock, with uv when it can (given pip's
 # own index settings), else pip
@@ -40,9 +42,19 @@ lint: $(TEST_STAMP)
 	$(BIN)/ruff check src tests
 	$(BIN)/ruff format --check src tests
 
+# mutation testing of the core logic (not part of `make test` or CI; tens of minutes on 2 cores): mutmut
+# as configured in pyproject.toml [tool.mutmut], then mutants/report.md and mutants/report.json.
+# MUTANTS_ARGS passes options to scripts/mutants.py, e.g. MUTANTS_ARGS="--fresh" or a mutant glob.
+$(MUTANTS_STAMP): $(TEST_STAMP)
+	$(PYTHON) scripts/install_venv.py $(VENV) "$(TORCH_SPEC)" ".[test,mutants]" requirements/test.lock
+	@touch $@
+
+mutants: $(MUTANTS_STAMP)
+	nice $(BIN)/python scripts/mutants.py $(MUTANTS_ARGS)
+
 # rebuild the micro-world base model shipped in src/corewarding/microworld/shipped_base/ (about 2 min)
 base: $(DEMO_STAMP)
 	$(BIN)/corewarding build-base
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) runs .pytest_cache mutants

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import random
-import time
 
 import pytest
 
@@ -82,7 +81,9 @@ HOSTILE = {
 
 
 @pytest.mark.parametrize("name", list(HOSTILE))
-def test_twenty_thousand_boxes_parse_in_well_under_a_second(name):
+def test_twenty_thousand_boxes_parse_in_well_under_a_second(name, timing):
+    """Under a second each (about 0.02 s idle), or within 100 plain passes over the text on a busy
+    machine; the old rescan from every unclosed box took minutes here."""
     text = HOSTILE[name]
     for parse in (
         last_boxed,
@@ -91,10 +92,7 @@ def test_twenty_thousand_boxes_parse_in_well_under_a_second(name):
         lambda t: extract_answer(t, "boxed"),
         lambda t: sum(1 for _ in iter_boxes(t)),
     ):
-        start = time.perf_counter()
-        parse(text)
-        elapsed = time.perf_counter() - start
-        assert elapsed < 1.0, f"{name}: {elapsed:.2f}s"
+        timing.within(lambda p=parse: p(text), 1.0, text)
 
 
 def test_nested_closed_boxes_give_the_innermost():
@@ -104,38 +102,31 @@ def test_nested_closed_boxes_give_the_innermost():
     assert last_boxed(HOSTILE["20,000 unclosed after a box"]) == "1"
 
 
-def test_time_grows_linearly():
-    """4x the input costs about 4x the time; the old rescan from every unclosed box cost 16x."""
+def test_time_grows_linearly(timing):
+    """16x the input costs about 16x the time; the old rescan from every unclosed box cost 256x."""
 
-    def timed(n: int) -> float:
-        text = "\\boxed{" * n + "x}" * (n // 2)
-        best = float("inf")
-        for _ in range(3):
-            start = time.perf_counter()
-            last_boxed(text)
-            best = min(best, time.perf_counter() - start)
-        return best
+    def text(n: int) -> str:
+        return "\\boxed{" * n + "x}" * (n // 2)
 
-    small, large = timed(10_000), timed(40_000)
-    assert large < small * 4 * 2.5, (small, large)
+    small_text, large_text = text(2_500), text(40_000)
+    small, large = timing.growth(lambda: last_boxed(small_text), lambda: last_boxed(large_text))
+    assert large < small * 16 * 4, (small, large)
 
 
-def test_a_data_file_with_twenty_thousand_boxes_loads_quickly(tmp_path):
+def test_a_data_file_with_twenty_thousand_boxes_loads_quickly(tmp_path, timing):
     closed = "so " + "\\boxed{" * 20_000 + "42" + "}" * 20_000
     rows = [{"question": "q?", "answer": closed}]
     path = tmp_path / "boxes.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    start = time.perf_counter()
-    (q,) = load_questions(path, answer_format="boxed")
-    assert time.perf_counter() - start < 1.0
+    (q,) = timing.within(lambda: load_questions(path, answer_format="boxed"), 1.0, closed)
     assert q.gold == "42"
 
+    unclosed_text = "\\boxed{" * 20_000
     unclosed = tmp_path / "unclosed.jsonl"
-    unclosed.write_text(json.dumps({"question": "q?", "answer": "\\boxed{" * 20_000}) + "\n")
-    start = time.perf_counter()
-    with pytest.raises(DataError, match="boxed"):
-        load_questions(unclosed, answer_format="boxed")
-    assert time.perf_counter() - start < 1.0
+    unclosed.write_text(json.dumps({"question": "q?", "answer": unclosed_text}) + "\n")
+    refuse = timing.caught(lambda: load_questions(unclosed, answer_format="boxed"))
+    err = timing.within(refuse, 1.0, unclosed_text)
+    assert isinstance(err, DataError) and "boxed" in str(err)
 
 
 # ------------------------------------------------------------------------------------------------ the paper's rule

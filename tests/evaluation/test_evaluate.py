@@ -10,7 +10,6 @@ import pytest
 
 from corewarding.data.question import Question
 from corewarding.evaluation.evaluate import evaluate, generate_completions, score_completions
-from corewarding.rollout.engine import RolloutEngine
 from corewarding.rollout.types import SamplingParams
 
 QUESTIONS = [
@@ -30,9 +29,21 @@ SCRIPT = {
 }
 
 
-def test_scripted_engine_is_a_rollout_engine(scripted_engine_class):
-    Scripted = scripted_engine_class
-    assert isinstance(Scripted(SCRIPT), RolloutEngine)
+def test_scripted_engine_keeps_the_engine_contract(scripted_engine_class):
+    """What the tests below rely on, as ``RolloutEngine`` states it: ``n`` rollouts per prompt, grouped by
+    prompt in order with ``prompt_index``, and the script handed out in order across calls (wrapping)."""
+    engine = scripted_engine_class(SCRIPT)
+    half, amc = SCRIPT["What is 1/2 as a fraction?"], SCRIPT["An AMC question."]
+    out = engine.generate([QUESTIONS[1].messages, QUESTIONS[0].messages], 3, SamplingParams(seed=4))
+    assert [(r.prompt_index, r.text) for r in out] == [(0, t) for t in amc[:3]] + [(1, t) for t in half[:3]]
+    assert all(r.num_response_tokens == len(r.text) and not r.truncated for r in out)
+    again = engine.generate([QUESTIONS[0].messages], 2, SamplingParams(seed=5))
+    assert [(r.prompt_index, r.text) for r in again] == [(0, half[3]), (0, half[0])]
+    assert engine.calls == [
+        (["An AMC question.", "What is 1/2 as a fraction?"], 3, 4),
+        (["What is 1/2 as a fraction?"], 2, 5),
+    ]
+    assert engine.generate([], 4, SamplingParams()) == []
 
 
 def test_metrics_on_scripted_completions_with_equivalent_forms(scripted_engine_class):

@@ -232,9 +232,23 @@ def tiny_model_dir(tmp_path_factory, math20) -> Path:
     return build_tiny_model(tmp_path_factory.mktemp("tiny") / "model", texts, vocab_size=400)
 
 
+class SilentServerURL(str):
+    """A URL (a ``str``) that also carries the silent server's connection times."""
+
+    accepted: list[float]
+
+    def __new__(cls, url: str, accepted: list[float]) -> SilentServerURL:
+        self = super().__new__(cls, url)
+        self.accepted = accepted
+        return self
+
+
 @pytest.fixture
-def silent_server() -> Iterator[str]:
-    """An ``/v1`` URL whose socket accepts connections and reads nothing, never answering (a hung server)."""
+def silent_server() -> Iterator[SilentServerURL]:
+    """An ``/v1`` URL whose socket accepts connections and reads nothing, never answering (a hung server).
+
+    Its ``accepted`` lists when (``time.perf_counter()``) each connection came in."""
+    accepted: list[float] = []
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
     sock.listen(64)
@@ -248,12 +262,13 @@ def silent_server() -> Iterator[str]:
                 conn, _ = sock.accept()
             except OSError:  # the 0.05 s accept timeout, or the socket closed at teardown
                 continue
+            accepted.append(time.perf_counter())
             held.append(conn)
 
     thread = threading.Thread(target=accept, daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}/v1"
+        yield SilentServerURL(f"http://127.0.0.1:{sock.getsockname()[1]}/v1", accepted)
     finally:
         stop.set()
         thread.join(timeout=2)

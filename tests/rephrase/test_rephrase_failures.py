@@ -191,8 +191,9 @@ def test_help_states_the_worst_case(capsys):
 @pytest.mark.parametrize(
     ("limits", "bound"),
     [
-        # the budget binds: six tries of 0.3 s would take 1.8 s, --give-up-after stops it at 1 s
-        (["--http-retries", "5", "--give-up-after", "1"], 1.0),
+        # the budget binds: 31 tries of 0.3 s and doubling backoffs would take minutes; --give-up-after
+        # stops it at 1 s
+        (["--http-retries", "30", "--give-up-after", "1"], 1.0),
         # the retries bind: two tries of 0.3 s and one short backoff
         (["--http-retries", "1", "--give-up-after", "60"], 0.61),
     ],
@@ -208,15 +209,18 @@ def test_a_server_that_never_answers_stops_the_run_within_the_bound(
         *_args(math20_path, out, silent_server, "--limit", "4", "--concurrency", "2"),
         "--request-timeout", "0.3", "--backoff", "0.01", *limits,
     ]  # fmt: skip
-    start = time.perf_counter()
     assert main(args) == 2
-    elapsed = time.perf_counter() - start
+    waited = time.perf_counter() - silent_server.accepted[0]
     line = _error_line(capsys)
     assert "request timed out after 0.3s waiting for a reply" in line or (
         "request timed out after" in line and "--give-up-after 1s" in line
     )
     assert "gave up after" in line and line.endswith("; nothing was marked done")
-    assert bound * 0.9 <= elapsed < bound + 3.0, elapsed  # 3 s: reading the input, start-up, a busy CI
+    # timed from the first request reaching the server, so reading the input and starting up (1 to 5 s
+    # on a busy 2-core machine) do not count: the waiting is wall-clock time, which load does not shorten,
+    # and 2 s over the bound are still far less than the retries would take past the budget (minutes) or
+    # the budget past the retries (60 s)
+    assert bound * 0.9 <= waited < bound + 2.0, waited
     assert _state_rows(sidecar(out, ".state.jsonl")) == []
 
 
@@ -225,7 +229,8 @@ def test_a_refused_connection_stops_the_run_quickly(refused_url, math20_path, tm
     args = [*_args(math20_path, out, refused_url, "--limit", "2"), "--http-retries", "2", "--backoff", "0.01"]
     start = time.perf_counter()
     assert main(args) == 2
-    assert time.perf_counter() - start < 3.0
+    # a refused connection is not waited on: one connect timeout per try would be 3 x 10 s
+    assert time.perf_counter() - start < CONNECT_TIMEOUT_S
     line = _error_line(capsys)
     assert "connection error: ConnectError" in line and "gave up after 2 retries" in line
 
