@@ -54,6 +54,9 @@ def run_mutmut(max_children: int, globs: list[str]) -> int:
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
     # one thread per test process: max_children of them share the machine's cores
     env.setdefault("OMP_NUM_THREADS", "1")
+    # every mutant's tests run in a fresh process: keep the trainer tests' micro-world base between them
+    # (tests/training/conftest.py), pretrained once instead of once per mutant
+    env.setdefault("COREWARDING_TEST_BASE_CACHE", str(MUTANTS / ".test-base-cache"))
     mutmut = Path(sys.executable).with_name("mutmut")
     cmd = [str(mutmut), "run", "--max-children", str(max_children), *globs]
     print("+", " ".join(cmd), flush=True)
@@ -68,6 +71,7 @@ def collect() -> dict:
 
     modules: dict[str, Counter] = {}
     not_killed: list[dict] = []
+    timeouts: list[str] = []
     for meta in sorted((MUTANTS / "src").rglob("*.py.meta")):
         path = meta.relative_to(MUTANTS).as_posix()[: -len(".meta")]
         data = json.loads(meta.read_text())
@@ -75,6 +79,8 @@ def collect() -> dict:
         for name, exit_code in sorted(data["exit_code_by_key"].items(), key=lambda kv: _natural(kv[0])):
             status = status_by_exit_code[exit_code]
             counts[status] += 1
+            if status == "timeout":
+                timeouts.append(name)
             if status in NOT_KILLED:
                 try:
                     diff = get_diff_for_mutant(name, path=path)
@@ -89,7 +95,11 @@ def collect() -> dict:
                         "diff": diff,
                     }
                 )
-    return {"modules": {path: _summary(c) for path, c in modules.items()}, "not_killed": not_killed}
+    return {
+        "modules": {path: _summary(c) for path, c in modules.items()},
+        "not_killed": not_killed,
+        "timeouts": timeouts,
+    }
 
 
 def _natural(name: str) -> tuple[str, int]:
@@ -132,6 +142,7 @@ def write_report(results: dict, seconds: float | None, globs: list[str]) -> None
         "overall": overall,
         "modules": results["modules"],
         "not_killed": results["not_killed"],
+        "timeouts": results["timeouts"],
         "mutant_globs": globs,
         "run_seconds": seconds,
         "written": time.strftime("%Y-%m-%d %H:%M:%S"),
@@ -160,6 +171,8 @@ def write_report(results: dict, seconds: float | None, globs: list[str]) -> None
                 f"| {path} | {m['total']} | {m['killed']} | {m['timeout']} | {m['survived']} | "
                 f"{m['no_tests']} | {m['not_checked']} | {pct(m['score'])} |"
             )
+    if results["timeouts"]:
+        lines += ["", "Timed out: " + ", ".join(f"`{name}`" for name in results["timeouts"]) + "."]
     lines += ["", "## Mutants not killed", ""]
     if not results["not_killed"]:
         lines.append("None.")

@@ -82,7 +82,7 @@ def test_summarize_edge_cases():
     assert summarize([], []) == {}
     with pytest.raises(ValueError, match="1 questions but 2 majority verdicts"):
         summarize([[True]], [True, False])
-    with pytest.raises(ValueError, match="every question needs at least one sample"):
+    with pytest.raises(ValueError, match=r"^every question needs at least one sample$"):
         summarize([[True], []], [True, False])
 
 

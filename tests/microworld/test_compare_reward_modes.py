@@ -1,35 +1,26 @@
 """``corewarding compare --reward-mode both``: a shortened comparison under the paper's and the improved reward
-rules, through the same code path as the full one (the small world, pretraining and budget of
-test_demo_and_compare.py)."""
+rules, through the same code path as the full one, from the shipped base model (see test_demo_and_compare.py)."""
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
 
 from corewarding.config import load_config
 from corewarding.data.question import Question
-from corewarding.microworld.base_model import PretrainConfig
 from corewarding.microworld.compare import comparison_table, run_compare
 from corewarding.microworld.experiment import REWARD_MODES, Budget, mode_dir, reward_modes
-from corewarding.microworld.world import WorldConfig
 from corewarding.rewards import REGISTRY, RolloutGroup, get_reward_method, score_step
 from corewarding.rollout.types import Rollout
+from corewarding.training.run_log import read_metrics
 
-SMALL_WORLD = WorldConfig(n_train=64, n_val=16, n_test=16)
-SMALL_PRETRAIN = replace(
-    PretrainConfig(),
-    hidden_size=32,
-    num_layers=1,
-    intermediate_size=64,
-    steps=20,
-    batch_size=16,
-    n_problems=300,
-)
-SHORT = Budget(steps=2, questions_per_step=4, group_size=4, val_every=2, val_n=2)
+# four runs (two methods, two modes): 8 steps of 8 questions, G = 8, at lr 2e-4, enough for the validation
+# accuracy of three of them to climb well clear of sampling noise (256 samples); 22 s on an idle 2-core
+# machine (the earlier, untrained version: 4 s)
+MODES_BUDGET = Budget(steps=8, questions_per_step=8, group_size=8, lr=2e-4, val_every=8, val_n=2)
 PAPER_REWARD = {"extraction": "boxed", "exact_vote": True, "gt_grader": "string"}
 IMPROVED_REWARD = {"extraction": "lenient", "exact_vote": False, "gt_grader": "math_verify"}
 # a group where two rollouts box 6 and three state 7 without a box: the paper's rules hear only the boxes
@@ -80,18 +71,20 @@ def test_gt_rewards_differ_between_modes_on_unboxed_answers():
     assert score_step(gt["paper"], [_group(["\\boxed{6.0}"], gold="6")]).rewards == [[0]]
 
 
+def _validation(run_dir: Path) -> list[tuple[int, float]]:
+    return [(r["step"], r["val/avg@2"]) for r in read_metrics(run_dir / "metrics.jsonl") if "val/avg@2" in r]
+
+
 @pytest.mark.slow
-def test_short_compare_under_both_reward_modes(tmp_path):
+def test_short_compare_under_both_reward_modes(tmp_path, shipped_base):
     out = tmp_path / "compare"
     results = run_compare(
         out,
         ["majority_vote", "gt"],
-        SHORT,
+        MODES_BUDGET,
         reward_mode="both",
         eval_n=2,
-        test_limit=8,
-        world_config=SMALL_WORLD,
-        pretrain_config=SMALL_PRETRAIN,
+        test_limit=16,
         cache_dir=tmp_path / "cache",
         progress=False,
     )
@@ -116,6 +109,26 @@ def test_short_compare_under_both_reward_modes(tmp_path):
             assert saved.trainer.output_dir == str(where)
             assert per_mode["methods"][method]["val_final"] is not None
     assert results["modes"]["improved"]["budget"] == results["modes"]["paper"]["budget"]
+
+    # every run trained for real. Validation (128 held-out questions, 2 samples each, answers read by the
+    # mode's rules) before and after, measured (seed 0, 2 threads): improved gt 43.8% -> 55.1%, improved
+    # majority_vote 43.8% -> 51.6%, paper gt 41.0% -> 53.5%; paper majority_vote (exact-string votes, boxed
+    # answers only) stayed at 41%. Both methods of a mode start from the same base, validated alike.
+    val = {
+        (mode, m): _validation(mode_dir(out, mode) / m)
+        for mode in ("improved", "paper")
+        for m in ("majority_vote", "gt")
+    }
+    assert all([step for step, _ in v] == [0, 8] for v in val.values())
+    for mode in ("improved", "paper"):
+        assert val[(mode, "majority_vote")][0] == val[(mode, "gt")][0]
+    for mode, method, gain in (
+        ("improved", "gt", 0.06),
+        ("paper", "gt", 0.06),
+        ("improved", "majority_vote", 0.04),
+    ):
+        (_, before), (_, after) = val[(mode, method)]
+        assert after >= before + gain, (mode, method, before, after)
 
     # the table and the report put the modes of each method side by side
     table = comparison_table(results)

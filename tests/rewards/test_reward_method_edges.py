@@ -94,6 +94,15 @@ def test_register_needs_a_non_empty_string_name(registry, name):
     assert registry == {}
 
 
+def test_register_needs_a_name_attribute(registry):
+    nameless = _method()
+    del nameless.name  # RewardMethod only annotates it
+    with pytest.raises(
+        TypeError, match=r"^Demo must set a non-empty class attribute 'name' to be registered$"
+    ):
+        reward_base.register(nameless)
+
+
 def test_register_needs_the_pseudo_label_flag(registry):
     loose = type("Loose", (), {"name": "loose"})
     with pytest.raises(TypeError, match=r"^Loose must set the class attribute 'uses_pseudo_labels'$"):
@@ -150,8 +159,12 @@ def plugin_module(monkeypatch):
 
 def test_a_plugin_may_be_a_nested_class(plugin_module):
     assert method_class("edge_plugins:Outer.Inner") is plugin_module.Outer.Inner
-    with pytest.raises(ConfigError, match=r"module 'edge_plugins' has no attribute 'Outer\.Missing'"):
+    with pytest.raises(ConfigError) as err:
         method_class("edge_plugins:Outer.Missing")
+    assert str(err.value) == (
+        "method='edge_plugins:Outer.Missing': module 'edge_plugins' has no attribute 'Outer.Missing'; expected "
+        "an import path package.module:ClassName naming a RewardMethod subclass"
+    )
 
 
 def test_plugin_errors_say_what_was_expected(plugin_module):
@@ -205,6 +218,27 @@ def test_a_plugin_missing_from_the_path_and_the_current_directory(tmp_path, monk
         "method='nowhere_edge_plugin:Method': no module named 'nowhere_edge_plugin'; expected an importable "
         "module (installed, on PYTHONPATH, or in the current directory) holding the RewardMethod subclass"
     )
+    assert sys.path == path
+
+
+def test_a_missing_plugin_leaves_sys_path_as_it_was(tmp_path, monkeypatch):
+    """With the current directory already on ``sys.path`` nothing is added, tried again or moved."""
+    monkeypatch.chdir(tmp_path)
+    path = [str(tmp_path), *(p for p in sys.path if p not in ("", str(tmp_path)))]
+    monkeypatch.setattr("sys.path", list(path))
+    with pytest.raises(ConfigError, match="no module named 'nowhere_edge_plugin'"):
+        method_class("nowhere_edge_plugin:Method")
+    assert sys.path == path
+
+
+def test_a_plugin_in_the_current_directory_that_raises_is_not_left_on_the_path(tmp_path, monkeypatch):
+    (tmp_path / "raising_edge_plugin.py").write_text("raise RuntimeError('plug-in failed at import')\n")
+    monkeypatch.chdir(tmp_path)
+    path = [p for p in sys.path if p not in ("", str(tmp_path))]
+    monkeypatch.setattr("sys.path", list(path))
+    monkeypatch.delitem(sys.modules, "raising_edge_plugin", raising=False)
+    with pytest.raises(RuntimeError, match="plug-in failed at import"):
+        method_class("raising_edge_plugin:Method")
     assert sys.path == path
 
 
@@ -294,9 +328,9 @@ def test_an_empty_step_scores_to_empty_lists_and_zero_metrics(method):
 
 
 def test_gt_grades_every_group_against_its_own_gold():
-    groups = [group(["1", "2"], gold="1", pair_id="a"), group(["2", "2", "3"], gold="2", pair_id="b")]
+    groups = [group(["1", "2"], gold="1", pair_id="a"), group(["2", "3", "2"], gold="2", pair_id="b")]
     groups.append(group(["3"], gold="3", pair_id="c"))
-    assert get_reward_method("gt").score(groups).rewards == [[1.0, 0.0], [1.0, 1.0, 0.0], [1.0]]
+    assert get_reward_method("gt").score(groups).rewards == [[1.0, 0.0], [1.0, 0.0, 1.0], [1.0]]
 
 
 @pytest.mark.parametrize("gold", ["", "   "])
