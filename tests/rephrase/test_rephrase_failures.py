@@ -163,7 +163,12 @@ def test_fallbacks_are_retried_by_a_rerun_unless_kept(scripted_server, math20, m
     written = out.stat().st_mtime_ns
     assert main(args) == 2
     line = _error_line(capsys)
-    assert "all 2 rows of this run fell back" in line and "the rewrite lost number(s)" in line
+    assert "all 2 rows of this run fell back" in line
+    # the last to fail of rows 6 and 8, which run concurrently: either may finish last
+    assert (
+        "last failure: row 8: the rewrite lost number(s)" in line
+        or "last failure: row 6: the rewrite repeats the original question verbatim" in line
+    ), line
     assert out.stat().st_mtime_ns == written
 
 

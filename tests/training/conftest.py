@@ -9,6 +9,9 @@ answers most questions, right about a quarter of the time, so rewards vary withi
 from __future__ import annotations
 
 import os
+import socket
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -29,6 +32,30 @@ PRETRAIN = replace(
     n_problems=300,
 )
 BUDGET = Budget(steps=3, questions_per_step=4, group_size=4, val_every=3, val_n=2)
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on now: each multi-process launch gets its own, so two test sessions on
+    one machine (or a port left in TIME_WAIT) cannot make a run connect to the wrong rendezvous."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def torchrun():
+    """``torchrun(args, env=..., timeout=...)``: ``args`` (a script, or ``-m module``, and its arguments) in
+    2 processes under ``torch.distributed.run`` on a free port; returns the finished process, its output
+    captured as text."""
+
+    def run(
+        args: list[str], *, env: dict[str, str], timeout: float, cwd: Path | None = None, processes: int = 2
+    ) -> subprocess.CompletedProcess:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(processes)]
+        cmd += ["--master_port", str(free_port()), *map(str, args)]
+        return subprocess.run(cmd, cwd=cwd, env=env, timeout=timeout, capture_output=True, text=True)
+
+    return run
 
 
 @pytest.fixture(scope="session")

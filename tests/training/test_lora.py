@@ -372,18 +372,10 @@ def test_memory_plan_counts_adapters_and_no_copies(tmp_path):
 
 
 @pytest.mark.slow
-def test_two_ddp_processes_keep_the_adapters_in_sync(tmp_path):
+def test_two_ddp_processes_keep_the_adapters_in_sync(tmp_path, torchrun):
     import os
-    import subprocess
 
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        "2",
-        "--master_port",
-        "29541",
+    args = [
         "-m",
         "corewarding",
         "train",
@@ -398,7 +390,7 @@ def test_two_ddp_processes_keep_the_adapters_in_sync(tmp_path):
         "--no-progress",
     ]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(cmd, env=env, timeout=600, capture_output=True, text=True)
+    done = torchrun(args, env=env, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     rows = _rows(tmp_path / "ddp")
     assert rows[0]["kl"] == pytest.approx(0.0, abs=1e-9) and rows[1]["kl"] > 0

@@ -133,7 +133,7 @@ def _samples(run: Path, step: int) -> list[tuple[str, str, str, float]]:
 
 @pytest.mark.slow
 def test_two_cpu_processes_stay_in_sync_on_whole_groups_and_make_the_one_process_update(
-    micro_config, tmp_path
+    micro_config, tmp_path, torchrun
 ):
     """Two processes over gloo (``torch.distributed.run``, the CLI as users launch it) on the micro-world,
     where rewards vary within groups so the update is not empty: each pair stays whole on one process,
@@ -151,22 +151,9 @@ def test_two_cpu_processes_stay_in_sync_on_whole_groups_and_make_the_one_process
     )
     config_file = tmp_path / "ddp.yaml"
     save_config(cfg, config_file)
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        "2",
-        "--master_port",
-        "29517",
-        "-m",
-        "corewarding",
-        "train",
-        str(config_file),
-        "--no-progress",
-    ]
     env = {**_env(), "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(cmd, cwd=ROOT, env=env, timeout=900, capture_output=True, text=True)
+    args = ["-m", "corewarding", "train", config_file, "--no-progress"]
+    done = torchrun(args, cwd=ROOT, env=env, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     run = tmp_path / "ddp"
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]

@@ -18,8 +18,6 @@ import hashlib
 import json
 import math
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -165,7 +163,7 @@ def test_nan_loss_is_named_and_nothing_is_saved(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-def test_two_processes_stop_together_when_one_sees_a_nan_loss(tmp_path):
+def test_two_processes_stop_together_when_one_sees_a_nan_loss(tmp_path, torchrun):
     """Only rank 1's loss is NaN: rank 0 learns it through the reduced flag, both stop, nothing hangs."""
     driver = tmp_path / "driver.py"
     driver.write_text(
@@ -179,20 +177,9 @@ def test_two_processes_stop_together_when_one_sees_a_nan_loss(tmp_path):
         "from corewarding.cli import main\n"
         "sys.exit(main(sys.argv[1:]))\n"
     )
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29531"]
-    cmd += [
-        str(driver),
-        "train",
-        TINY,
-        *QUICK,
-        "total_steps=2",
-        f"output_dir={tmp_path}",
-        "trainer.run_name=r",
-    ]
+    args = [driver, "train", TINY, *QUICK, "total_steps=2", f"output_dir={tmp_path}", "trainer.run_name=r"]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
-    done = subprocess.run(
-        [*cmd, "--no-progress"], cwd=ROOT, env=env, timeout=600, capture_output=True, text=True
-    )
+    done = torchrun([*args, "--no-progress"], cwd=ROOT, env=env, timeout=600)
     assert done.returncode != 0
     assert "training diverged at step 1: the loss is not finite on another process" in done.stderr
     assert "training diverged at step 1: the loss is nan" in done.stderr

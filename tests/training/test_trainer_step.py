@@ -30,8 +30,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
-import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -525,12 +523,6 @@ def test_the_teacher_is_prompted_with_the_rephrased_questions(micro_setup, tmp_p
 
 
 # ----------------------------------------------------------------------------- two processes
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _worker(out_dir: str, *config_files: str) -> None:
     """One rank of the 2-process runs: for each config, one scripted step, its raw gradient and advantages
     written to ``<run name>-rank<r>.pt``."""
@@ -554,7 +546,7 @@ def _worker(out_dir: str, *config_files: str) -> None:
         )
 
 
-def test_two_processes_make_the_one_process_update(main_run, seq_run, micro_setup, tmp_path):
+def test_two_processes_make_the_one_process_update(main_run, seq_run, micro_setup, tmp_path, torchrun):
     """Both loss aggregations, since each has its own global normaliser (the tokens, the sequences of all
     processes)."""
     references = {"ddp-token": main_run[1], "ddp-seq": seq_run[1]}
@@ -562,18 +554,6 @@ def test_two_processes_make_the_one_process_update(main_run, seq_run, micro_setu
     for name, agg in (("ddp-token", "token-mean"), ("ddp-seq", "seq-mean-token-mean")):
         config_files.append(tmp_path / f"{name}.yaml")
         save_config(step_config(micro_setup, tmp_path, name, f"grpo.loss_agg={agg}"), config_files[-1])
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        "2",
-        "--master_port",
-        str(_free_port()),
-        __file__,
-        str(tmp_path),
-        *map(str, config_files),
-    ]
     # the processes import the package this test imported (a mutation-testing copy, say), not the installed one
     package_root = str(Path(update_module.__file__).resolve().parents[2])
     path = os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH", "")) if p)
@@ -584,7 +564,7 @@ def test_two_processes_make_the_one_process_update(main_run, seq_run, micro_setu
         "PYTHONUNBUFFERED": "1",
         "OMP_NUM_THREADS": "1",
     }
-    done = subprocess.run(cmd, env=env, timeout=600, capture_output=True, text=True)
+    done = torchrun([__file__, tmp_path, *config_files], env=env, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
     for name, reference in references.items():
         ranks = [torch.load(tmp_path / f"{name}-rank{r}.pt", weights_only=False) for r in range(2)]

@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
-import subprocess
 import sys
 from copy import deepcopy
 from pathlib import Path
@@ -250,29 +248,12 @@ def _worker(out_dir: str) -> None:
     os._exit(0)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def results(tmp_path_factory) -> list[dict]:
+def results(tmp_path_factory, torchrun) -> list[dict]:
     pytest.importorskip("deepspeed")
     out = tmp_path_factory.mktemp("zero3")
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        str(WORLD),
-        "--master_port",
-        str(_free_port()),
-        __file__,
-        str(out),
-    ]
     env = {**os.environ, "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    done = subprocess.run(cmd, env=env, timeout=600, capture_output=True, text=True)
+    done = torchrun([__file__, str(out)], env=env, timeout=600, processes=WORLD)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
     return [json.loads((out / f"rank{r}.json").read_text()) for r in range(WORLD)]
 

@@ -1,0 +1,163 @@
+"""The small pieces of ``training/update.py`` on their own: the flattened per-group advantages, padding of
+sampled log-probs, masked token means, gradient clipping and the divergence stop with its message.
+test_trainer_step.py checks the whole step they make up; these are fast and exact."""
+
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+
+import pytest
+import torch
+from torch import nn
+
+from corewarding.config import load_config
+from corewarding.training import checkpoint as ckpt
+from corewarding.training.logprobs import PackedBatch
+from corewarding.training.update import (
+    TrainingDivergedError,
+    clip_gradients,
+    masked_means,
+    padded,
+    step_advantages,
+    stop_if_diverged,
+)
+
+TINY = "configs/tiny-cpu.yaml"
+
+
+# ------------------------------------------------------------------------------------------ advantages
+def test_step_advantages_normalise_each_group_alone_and_flatten_in_order():
+    rewards = [[1.0, 0.0, 0.0, 1.0], [1.0, 1.0], [0.0, 1.0, 1.0]]
+    got = step_advantages(rewards, eps=1e-6)
+    assert len(got) == 9 and all(isinstance(a, float) for a in got)
+    # group 1: mean 0.5, unbiased std 0.5774; group 2: constant, so 0; group 3: mean 2/3, std 0.5774
+    s = math.sqrt(1 / 3)
+    expected = [0.5 / s, -0.5 / s, -0.5 / s, 0.5 / s, 0.0, 0.0, -(2 / 3) / s, (1 / 3) / s, (1 / 3) / s]
+    assert got == pytest.approx(expected, rel=1e-5)
+    # the whole-batch normalisation would give the constant group non-zero advantages
+    assert got[4:6] == [0.0, 0.0]
+
+
+def test_step_advantages_pass_eps_through():
+    # one reward of 1 among three: std 0.5774, so eps = 1 shrinks the advantages by 1/(1 + 1/0.5774)
+    plain, damped = step_advantages([[1.0, 0.0, 0.0]], 1e-6), step_advantages([[1.0, 0.0, 0.0]], 1.0)
+    s = math.sqrt(1 / 3)
+    assert damped == pytest.approx([a * s / (s + 1.0) for a in plain], rel=1e-5)
+
+
+# ----------------------------------------------------------------------------------- padding and means
+def test_padded_fills_rows_from_the_left_with_zeros_after():
+    like = torch.full((3, 4), 7.0, dtype=torch.float64)
+    rows = [torch.tensor([1.0, 2.0]), torch.tensor([3.0, 4.0, 5.0, 6.0]), torch.tensor([])]
+    out = padded(rows, like)
+    assert out.dtype == torch.float64 and out.shape == (3, 4)
+    assert out.tolist() == [[1.0, 2.0, 0.0, 0.0], [3.0, 4.0, 5.0, 6.0], [0.0, 0.0, 0.0, 0.0]]
+    assert like.eq(7.0).all()  # ``like`` gives the shape only
+
+
+def _batch(mask: list[list[float]]) -> PackedBatch:
+    m = torch.tensor(mask)
+    ids = torch.zeros_like(m, dtype=torch.long)
+    return PackedBatch(input_ids=ids, attention_mask=ids, position_ids=ids, response_ids=ids, response_mask=m)
+
+
+def test_masked_means_average_only_real_response_tokens():
+    batch = _batch([[1, 1, 0], [1, 0, 0]])
+    a = torch.tensor([[1.0, 2.0, 100.0], [6.0, 100.0, 100.0]])
+    b = torch.tensor([[0.0, 0.0, 5.0], [3.0, 9.0, 9.0]])
+    assert masked_means(batch, a=a, b=b) == {"a": pytest.approx(3.0), "b": pytest.approx(1.0)}
+    # no real token: 0, not a division by zero
+    assert masked_means(_batch([[0, 0]]), a=torch.tensor([[4.0, 4.0]])) == {"a": 0.0}
+
+
+# ----------------------------------------------------------------------------------------- clipping
+def _trainer(tmp_path, *overrides: str, processes: int = 1, others: tuple[float, float] = (0.0, 0.0)):
+    class Accelerator:
+        device = torch.device("cpu")
+        num_processes = processes
+
+        def reduce(self, tensor, reduction):
+            assert reduction == "sum"
+            return tensor + torch.tensor(others)
+
+        def clip_grad_norm_(self, parameters, max_norm):
+            return torch.nn.utils.clip_grad_norm_(parameters, max_norm)
+
+    cfg = load_config(TINY, list(overrides))
+    return SimpleNamespace(accelerator=Accelerator(), cfg=cfg, run_dir=tmp_path, strategy="ddp")
+
+
+def test_clip_gradients_returns_the_norm_before_clipping_and_clips_to_grad_clip(tmp_path):
+    trainer = _trainer(tmp_path, "optim.grad_clip=1.0")
+    trainer.model = nn.Linear(2, 1, bias=False)
+    trainer.model.weight.grad = torch.tensor([[3.0, 4.0]])
+    assert clip_gradients(trainer) == pytest.approx(5.0)
+    assert trainer.model.weight.grad.tolist() == [pytest.approx([0.6, 0.8], rel=1e-5)]
+    trainer.model.weight.grad = torch.tensor([[0.3, 0.4]])
+    assert clip_gradients(trainer) == pytest.approx(0.5)
+    assert trainer.model.weight.grad.tolist() == [pytest.approx([0.3, 0.4])]  # under the limit: unchanged
+
+
+# ------------------------------------------------------------------------------------- the divergence stop
+ADVICE = (
+    "Lower optim.lr (now 1e-05), keep optim.grad_clip on (now 1) or raise the warm-up "
+    "(optim.warmup_ratio=0.1), then go on from the last checkpoint with resume=true "
+    "(trainer.allow_config_changes=true lets it take the new values)"
+)
+SETTINGS = ["optim.lr=1e-5", "optim.grad_clip=1.0", "optim.warmup_ratio=0.1"]
+
+
+def test_finite_values_pass(tmp_path):
+    trainer = _trainer(tmp_path, *SETTINGS)
+    assert stop_if_diverged(trainer, (0, 0), None, 3.5) is None
+    assert stop_if_diverged(trainer, (0, 0), None, None) is None  # ZeRO-3 before its first norm
+
+
+@pytest.mark.parametrize("norm", [math.inf, -math.inf, math.nan])
+def test_a_non_finite_gradient_norm_stops_with_its_value(tmp_path, norm):
+    trainer = _trainer(tmp_path, *SETTINGS)
+    with pytest.raises(TrainingDivergedError) as err:
+        stop_if_diverged(trainer, (4, 0), None, norm)
+    assert str(err.value) == (
+        f"training diverged at step 5: the gradient norm is {norm}; the run stopped before the optimizer "
+        f"step, so no weights were changed or saved, and no checkpoint was written yet. {ADVICE}"
+    )
+
+
+def test_a_bad_loss_names_its_value_the_update_and_the_last_checkpoint(tmp_path):
+    for step in (2, 3, 10):
+        (tmp_path / f"checkpoint-{step}").mkdir()
+        (tmp_path / f"checkpoint-{step}" / ckpt.COMPLETE).write_text("{}")
+    (tmp_path / "checkpoint-12").mkdir()  # unfinished: not the last intact one
+    trainer = _trainer(tmp_path, *SETTINGS, "grpo.updates_per_step=2")
+    with pytest.raises(TrainingDivergedError) as err:
+        stop_if_diverged(trainer, (11, 1), float("nan"), 2.0)  # the loss wins over a finite norm
+    assert str(err.value) == (
+        "training diverged at step 12 (update 2 of 2): the loss is nan; the run stopped before the optimizer "
+        f"step, so no weights were changed or saved, and the last checkpoint, checkpoint-10, is intact. {ADVICE}"
+    )
+
+
+def test_under_zero3_the_message_says_the_update_was_applied(tmp_path):
+    trainer = _trainer(tmp_path, *SETTINGS)
+    with pytest.raises(TrainingDivergedError) as err:
+        stop_if_diverged(trainer, (0, 0), None, math.inf, applied=True)
+    assert str(err.value) == (
+        "training diverged at step 1: the gradient norm is inf; DeepSpeed applied this update inside its "
+        f"backward, but nothing after it was saved, and no checkpoint was written yet. {ADVICE}"
+    )
+
+
+def test_every_process_stops_when_another_saw_a_bad_loss(tmp_path):
+    calm = _trainer(tmp_path, *SETTINGS, processes=2, others=(1.0, 0.0))
+    with pytest.raises(
+        TrainingDivergedError, match=r"^training diverged at step 3: the loss is not finite on "
+    ):
+        stop_if_diverged(calm, (2, 0), None, 1.0)
+    norm_elsewhere = _trainer(tmp_path, *SETTINGS, processes=2, others=(0.0, 1.0))
+    with pytest.raises(TrainingDivergedError, match=r"^training diverged at step 3: the gradient norm is "):
+        stop_if_diverged(norm_elsewhere, (2, 0), None, 1.0)
+    # one process: nothing is reduced, its own flags decide
+    alone = _trainer(tmp_path, *SETTINGS, processes=1, others=(1.0, 1.0))
+    assert stop_if_diverged(alone, (2, 0), None, 1.0) is None
