@@ -161,3 +161,177 @@ def test_every_process_stops_when_another_saw_a_bad_loss(tmp_path):
     # one process: nothing is reduced, its own flags decide
     alone = _trainer(tmp_path, *SETTINGS, processes=1, others=(1.0, 1.0))
     assert stop_if_diverged(alone, (2, 0), None, 1.0) is None
+
+
+# ------------------------------------------------------------------------------ the update's orchestration
+class Recorder:
+    """What ``update_policy`` asks of the trainer and its accelerator, in order. The loss of a micro-batch
+    is ``w · Σ advantages`` for a one-weight model, so every gradient and update is known by hand."""
+
+    def __init__(self, tmp_path, *overrides: str, processes: int = 1, strategy: str = "ddp", plan=None):
+        self.calls: list[tuple] = []
+        self.cfg = load_config(TINY, list(overrides))
+        self.run_dir = tmp_path
+        self.strategy = strategy
+        self._micro_batches_plan = plan
+        self.model = nn.Linear(1, 1, bias=False)
+        with torch.no_grad():
+            self.model.weight.fill_(1.0)
+        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=0.1)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda step: 1.0 / (step + 1))
+        self.bad = {}  # micro-batch (as a tuple) -> the loss it returns instead
+        self.norms: list[float | None] | None = None
+        recorder = self
+
+        class Accelerator:
+            device = torch.device("cpu")
+            num_processes = processes
+
+            def reduce(self, tensor, reduction):
+                assert reduction == "sum"
+                return tensor * processes  # every process holds as many tokens, and the same flags
+
+            def no_sync(self, model):
+                assert model is recorder.model
+                recorder.calls.append(("no_sync",))
+                return torch.autograd.graph.saved_tensors_hooks(lambda t: t, lambda t: t)
+
+            def backward(self, loss):
+                recorder.calls.append(("backward", round(float(loss.detach()), 6)))
+                loss.backward()
+
+        self.accelerator = Accelerator()
+
+    def _micro_batch_loss(self, mb, rollouts, advantages, old, norm):
+        self.calls.append(("loss", tuple(mb), dict(norm)))
+        loss = self.model.weight.sum() * sum(advantages[i] for i in mb)
+        if tuple(mb) in self.bad:
+            loss = loss * self.bad[tuple(mb)]
+        return loss, {"size": float(len(mb))}
+
+    def _clip_gradients(self):
+        grad = None if self.model.weight.grad is None else float(self.model.weight.grad.norm())
+        self.calls.append(("clip", grad))
+        return self.norms.pop(0) if self.norms else grad
+
+    def _weights_changed(self):
+        self.calls.append(("changed", float(self.model.weight.detach())))
+
+
+def _rollouts(lengths: list[int]) -> list:
+    from corewarding.rollout.types import Rollout
+
+    return [Rollout(prompt_ids=[1], response_ids=[7] * n, text="") for n in lengths]
+
+
+def test_update_policy_splits_updates_and_micro_batches_and_steps_once_per_update(tmp_path):
+    from corewarding.training.update import update_policy
+
+    trainer = Recorder(tmp_path, "grpo.updates_per_step=2", "optim.micro_batch_size=2", processes=2)
+    advantages = [1.0, 2.0, 3.0, -1.0, -2.0, 0.5]
+    stats = update_policy(trainer, _rollouts([1, 2, 3, 4, 5, 6]), advantages, None, step=0)
+    # update 1: rollouts 0-2 (6 tokens here, 12 over both processes), micro-batches [0, 1] and [2]; the
+    # loss is scaled by the number of processes (DDP averages gradients); DDP syncs on the last one only
+    norm1 = {"num_tokens_total": 12.0, "num_seqs_total": 6}
+    norm2 = {"num_tokens_total": 30.0, "num_seqs_total": 6}
+    assert trainer.calls == [
+        ("no_sync",),
+        ("loss", (0, 1), norm1),
+        ("backward", 6.0),  # w = 1: (1 + 2) x 2 processes
+        ("loss", (2,), norm1),
+        ("backward", 6.0),
+        ("clip", 12.0),  # d/dw of 2w(1 + 2) + 2w·3
+        ("changed", pytest.approx(1.0 - 0.1 * 12.0)),  # w = -0.2
+        ("no_sync",),
+        ("loss", (3, 4), norm2),
+        ("backward", pytest.approx(-0.2 * -3.0 * 2)),
+        ("loss", (5,), norm2),
+        ("backward", pytest.approx(-0.2 * 0.5 * 2)),
+        ("clip", pytest.approx(5.0)),  # |2(-3) + 2(0.5)|: the gradients of update 1 were zeroed
+        ("changed", pytest.approx(-0.2 + 0.05 * 5.0)),  # the schedule halved the lr
+    ]
+    assert stats == {"size": 1.5, "grad_norm": pytest.approx(8.5), "lr": pytest.approx(0.075)}
+    assert trainer.model.weight.grad is None  # zeroed (set to None) after each step
+
+
+def test_other_strategies_never_skip_the_gradient_sync(tmp_path):
+    from corewarding.training.update import update_policy
+
+    trainer = Recorder(tmp_path, "optim.micro_batch_size=1", strategy="fsdp2")
+    update_policy(trainer, _rollouts([1, 1, 1]), [1.0, 1.0, 1.0], None, step=0)
+    assert ("no_sync",) not in trainer.calls
+    assert [c[0] for c in trainer.calls].count("backward") == 3
+
+
+def test_a_non_finite_loss_stops_before_the_optimizer_step(tmp_path):
+    from corewarding.training.update import update_policy
+
+    trainer = Recorder(tmp_path, "optim.micro_batch_size=1")
+    trainer.bad[(1,)] = float("inf")
+    with pytest.raises(TrainingDivergedError, match=r"^training diverged at step 4: the loss is inf;"):
+        update_policy(trainer, _rollouts([1, 1, 1]), [1.0, 1.0, 1.0], None, step=3)
+    assert float(trainer.model.weight.detach()) == 1.0 and "changed" not in [c[0] for c in trainer.calls]
+    # every micro-batch ran first (its gradient is discarded with the run)
+    assert [c[1] for c in trainer.calls if c[0] == "loss"] == [(0,), (1,), (2,)]
+
+
+def test_a_missing_gradient_norm_is_logged_as_nan(tmp_path):
+    from corewarding.training.update import update_policy
+
+    trainer = Recorder(tmp_path)
+    trainer.norms = [None]
+    stats = update_policy(trainer, _rollouts([2, 2]), [1.0, -1.0], None, step=0)
+    assert math.isnan(stats["grad_norm"])
+
+
+class Plan:
+    """DeepSpeed ZeRO-3's micro-batch plan: it does the backward (and steps inside the last one)."""
+
+    def __init__(self, trainer: Recorder, per_update: int):
+        self.trainer, self.micro_batches_per_update = trainer, per_update
+
+    def backward(self, acc, loss, k):
+        assert acc is self.trainer.accelerator
+        self.trainer.calls.append(("plan.backward", k, round(float(loss.detach()), 6)))
+        loss.backward()
+
+
+def test_zero3_backs_through_its_plan_and_checks_the_losses_before_the_last_backward(tmp_path):
+    from corewarding.training.update import update_policy
+
+    trainer = Recorder(tmp_path, "optim.micro_batch_size=2", strategy="deepspeed")
+    trainer._micro_batches_plan = Plan(trainer, 2)
+    update_policy(trainer, _rollouts([1, 1, 1, 1]), [1.0, 2.0, 3.0, 4.0], None, step=0)
+    assert [c for c in trainer.calls if c[0] in ("plan.backward", "backward", "no_sync")] == [
+        ("plan.backward", 0, 3.0),
+        ("plan.backward", 1, 7.0),
+    ]
+
+    # a bad loss in the first micro-batch stops the run before the last backward, where ZeRO-3 steps
+    trainer = Recorder(tmp_path, "optim.micro_batch_size=2", strategy="deepspeed")
+    trainer._micro_batches_plan = Plan(trainer, 2)
+    trainer.bad[(0, 1)] = float("nan")
+    with pytest.raises(TrainingDivergedError, match=r"the loss is nan; the run stopped before the optimizer"):
+        update_policy(trainer, _rollouts([1, 1, 1, 1]), [1.0, 2.0, 3.0, 4.0], None, step=0)
+    assert [c[:2] for c in trainer.calls if c[0] == "plan.backward"] == [("plan.backward", 0)]
+
+    # its gradient norm comes after the update it applied: the message says so
+    trainer = Recorder(tmp_path, "optim.micro_batch_size=4", strategy="deepspeed")
+    trainer._micro_batches_plan = Plan(trainer, 1)
+    trainer.norms = [math.inf]
+    with pytest.raises(
+        TrainingDivergedError, match=r"the gradient norm is inf; DeepSpeed applied this update"
+    ):
+        update_policy(trainer, _rollouts([1, 1, 1, 1]), [1.0, 2.0, 3.0, 4.0], None, step=0)
+
+
+def test_zero3_refuses_a_micro_batch_count_it_was_not_set_up_for(tmp_path):
+    from corewarding.training.update import update_policy
+
+    trainer = Recorder(tmp_path, "optim.micro_batch_size=1", strategy="deepspeed")
+    trainer._micro_batches_plan = Plan(trainer, 2)
+    with pytest.raises(
+        RuntimeError, match=r"^3 micro-batches in this update, but DeepSpeed was set up for 2$"
+    ):
+        update_policy(trainer, _rollouts([1, 1, 1]), [1.0, 1.0, 1.0], None, step=0)
+    assert trainer.calls == []
