@@ -426,3 +426,66 @@ def test_score_step_passes_its_timeout_on(monkeypatch):
     score_step(get_reward_method("majority_vote"), [group(["1", "2"], gold="1")], timeout=5.5)
     score_step(get_reward_method("majority_vote"), [group(["1", "2"], gold="1")])
     assert seen == [5.5, 2.0]
+
+
+# ---------------------------------------------------------------- contracts the real helpers never test
+def test_safe_extract_treats_any_blank_answer_as_none_and_strips_only_lenient_ones(monkeypatch):
+    """The extractor already returns None for ``\\boxed{}``; ``safe_extract`` holds the rule itself, so an
+    extractor that returns a blank (a plug-in's, a future one's) still yields no answer."""
+    from corewarding.rewards import matching
+
+    monkeypatch.setattr(matching, "extract_answer", lambda text, extraction: text)
+    for blank in ("", "   ", "\n\t"):
+        assert matching.safe_extract(blank, "lenient") is None
+        assert matching.safe_extract(blank, "boxed") is None
+    assert matching.safe_extract(" 5 ", "lenient") == "5"
+    assert matching.safe_extract(" 5 ", "boxed") == " 5 "  # verbatim, as the paper's code compares them
+
+
+def test_gt_hands_the_string_grader_the_gold_as_stored_and_math_verify_a_trimmed_one(monkeypatch):
+    from corewarding.rewards import ground_truth
+
+    seen: list[tuple[str, list]] = []
+
+    def grade_pairs(pairs, grader):
+        seen.append((grader, list(pairs)))
+        return [True] * len(pairs)
+
+    monkeypatch.setattr(ground_truth, "grade_pairs", grade_pairs)
+    for grader in ("string", "math_verify"):
+        method = get_reward_method("gt", gt_grader=grader)
+        method.score([group(["5"], gold=" 5\n")])
+    assert seen == [("string", [("5", " 5\n")]), ("math_verify", [("5", "5")])]
+
+
+def test_a_checker_that_loses_verdicts_is_an_error_not_a_misaligned_reward(monkeypatch):
+    from corewarding.rewards import matching, voting
+
+    monkeypatch.setattr(matching, "batch_equivalent", lambda pairs, timeout: [True])
+    with pytest.raises(RuntimeError, match=r"^batch_equivalent returned 1 verdicts for 2 pairs$"):
+        matching.match_pairs([("1", "2"), ("3", "4")])
+    monkeypatch.setattr(voting, "batch_vote", lambda groups, exact: [("7", 2)])
+    with pytest.raises(RuntimeError, match=r"^batch_vote returned 1 results for 3 groups$"):
+        voting.elect_labels([["7"], ["7"], ["8"]])
+
+
+def test_co_rewarding_i_checks_each_original_label_against_its_rephrased_twins(monkeypatch):
+    """One cross-view check per pair, original label first: the equivalence check need not be symmetric
+    (math-verify reads its first argument as the gold), so the order is part of the metric."""
+    from corewarding.rewards import co_rewarding
+
+    real, seen = co_rewarding.reward_agreement, []
+
+    def recording(*args, extra_pairs=(), **kwargs):
+        seen.append(list(extra_pairs))
+        return real(*args, extra_pairs=extra_pairs, **kwargs)
+
+    monkeypatch.setattr(co_rewarding, "reward_agreement", recording)
+    groups = [
+        group(["1", "1"], view="rephrased", pair_id="a"),
+        group(["2", "2"], view="original", pair_id="b"),
+        group(["3", "3"], view="original", pair_id="a"),
+        group(["4", "4"], view="rephrased", pair_id="b"),
+    ]
+    get_reward_method("co_rewarding_i").score(groups)
+    assert seen == [[("2", "4"), ("3", "1")]]

@@ -8,7 +8,6 @@ answers most questions, right about a quarter of the time, so rewards vary withi
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
 import sys
@@ -60,13 +59,8 @@ def torchrun():
 
 @pytest.fixture(scope="session")
 def micro_setup(tmp_path_factory):
-    """The world and its base model. ``COREWARDING_TEST_BASE_CACHE`` names a folder where the base is kept
-    between test processes (``make mutants`` sets it: every mutant's tests run in a fresh process, which
-    would otherwise pretrain the base again); by default each session pretrains its own."""
     root = tmp_path_factory.mktemp("micro")
-    shared = os.environ.get("COREWARDING_TEST_BASE_CACHE")
-    cache = Path(shared) if shared else root / "cache"
-    return prepare(root, WORLD, pretrain_config=PRETRAIN, cache_dir=cache, progress=False)
+    return prepare(root, WORLD, pretrain_config=PRETRAIN, cache_dir=root / "cache", progress=False)
 
 
 @pytest.fixture

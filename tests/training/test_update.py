@@ -39,6 +39,11 @@ def test_step_advantages_normalise_each_group_alone_and_flatten_in_order():
     assert got[4:6] == [0.0, 0.0]
 
 
+def test_integer_rewards_are_normalised_like_float_ones():
+    """A plug-in may reward with ints (``_validate`` accepts them): the advantages are floats all the same."""
+    assert step_advantages([[1, 0, 0, 1]], eps=1e-6) == step_advantages([[1.0, 0.0, 0.0, 1.0]], eps=1e-6)
+
+
 def test_step_advantages_pass_eps_through():
     # one reward of 1 among three: std 0.5774, so eps = 1 shrinks the advantages by 1/(1 + 1/0.5774)
     plain, damped = step_advantages([[1.0, 0.0, 0.0]], 1e-6), step_advantages([[1.0, 0.0, 0.0]], 1.0)
@@ -67,8 +72,9 @@ def test_masked_means_average_only_real_response_tokens():
     a = torch.tensor([[1.0, 2.0, 100.0], [6.0, 100.0, 100.0]])
     b = torch.tensor([[0.0, 0.0, 5.0], [3.0, 9.0, 9.0]])
     assert masked_means(batch, a=a, b=b) == {"a": pytest.approx(3.0), "b": pytest.approx(1.0)}
-    # no real token: 0, not a division by zero
+    # no real token: 0, not a division by zero; one real token: its value
     assert masked_means(_batch([[0, 0]]), a=torch.tensor([[4.0, 4.0]])) == {"a": 0.0}
+    assert masked_means(_batch([[0, 1]]), a=torch.tensor([[4.0, 3.0]])) == {"a": 3.0}
 
 
 # ----------------------------------------------------------------------------------------- clipping
@@ -97,6 +103,27 @@ def test_clip_gradients_returns_the_norm_before_clipping_and_clips_to_grad_clip(
     trainer.model.weight.grad = torch.tensor([[0.3, 0.4]])
     assert clip_gradients(trainer) == pytest.approx(0.5)
     assert trainer.model.weight.grad.tolist() == [pytest.approx([0.3, 0.4])]  # under the limit: unchanged
+
+
+def test_no_norm_from_the_accelerator_is_passed_on_as_none(tmp_path):
+    """DeepSpeed clips inside its own step and has no norm to report before its first one."""
+    trainer = _trainer(tmp_path)
+    trainer.accelerator.clip_grad_norm_ = lambda parameters, max_norm: None
+    trainer.model = nn.Linear(2, 1, bias=False)
+    assert clip_gradients(trainer) is None
+
+
+def test_under_fsdp2_torch_clips_without_the_accelerator(tmp_path):
+    """FSDP2 parameters are DTensor shards that accelerate's clipping does not handle: torch clips them (the
+    sharded run itself is tests/training/test_sharded_training.py); on plain tensors the result is the same."""
+    trainer = _trainer(tmp_path, "optim.grad_clip=2.0")
+    trainer.strategy = "fsdp2"
+    trainer.accelerator.clip_grad_norm_ = None  # not used on this path
+    trainer.model = nn.Linear(2, 1, bias=False)
+    trainer.model.weight.grad = torch.tensor([[6.0, 8.0]])
+    norm = clip_gradients(trainer)
+    assert isinstance(norm, float) and norm == pytest.approx(10.0)
+    assert trainer.model.weight.grad.tolist() == [pytest.approx([1.2, 1.6], rel=1e-5)]
 
 
 # ------------------------------------------------------------------------------------- the divergence stop
@@ -181,6 +208,7 @@ class Recorder:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda step: 1.0 / (step + 1))
         self.bad = {}  # micro-batch (as a tuple) -> the loss it returns instead
         self.norms: list[float | None] | None = None
+        self.inputs: list[tuple] = []  # (rollouts, old) as each micro-batch's loss received them
         recorder = self
 
         class Accelerator:
@@ -204,6 +232,7 @@ class Recorder:
 
     def _micro_batch_loss(self, mb, rollouts, advantages, old, norm):
         self.calls.append(("loss", tuple(mb), dict(norm)))
+        self.inputs.append((rollouts, old))
         loss = self.model.weight.sum() * sum(advantages[i] for i in mb)
         if tuple(mb) in self.bad:
             loss = loss * self.bad[tuple(mb)]
@@ -275,6 +304,25 @@ def test_a_non_finite_loss_stops_before_the_optimizer_step(tmp_path):
     assert [c[1] for c in trainer.calls if c[0] == "loss"] == [(0,), (1,), (2,)]
 
 
+def test_every_micro_batch_gets_the_steps_rollouts_and_sampled_log_probs(tmp_path):
+    from corewarding.training.update import update_policy
+
+    trainer = Recorder(tmp_path, "optim.micro_batch_size=1")
+    rollouts, old = _rollouts([1, 2]), [{"logprobs": torch.zeros(1)}, {"logprobs": torch.zeros(2)}]
+    update_policy(trainer, rollouts, [1.0, -1.0], old, step=0)
+    assert len(trainer.inputs) == 2 and all(r is rollouts and o is old for r, o in trainer.inputs)
+
+
+def test_a_non_finite_gradient_norm_stops_before_the_optimizer_step(tmp_path):
+    from corewarding.training.update import update_policy
+
+    trainer = Recorder(tmp_path)
+    trainer.norms = [math.inf]
+    with pytest.raises(TrainingDivergedError, match=r"the gradient norm is inf; the run stopped before the "):
+        update_policy(trainer, _rollouts([2, 2]), [1.0, -1.0], None, step=0)
+    assert float(trainer.model.weight.detach()) == 1.0
+
+
 def test_a_missing_gradient_norm_is_logged_as_nan(tmp_path):
     from corewarding.training.update import update_policy
 
@@ -335,3 +383,158 @@ def test_zero3_refuses_a_micro_batch_count_it_was_not_set_up_for(tmp_path):
     ):
         update_policy(trainer, _rollouts([1, 1, 1]), [1.0, 1.0, 1.0], None, step=0)
     assert trainer.calls == []
+
+
+# ------------------------------------------------------------------------------- one micro-batch's loss
+@pytest.fixture(scope="module")
+def tiny_pair():
+    """The built-in tiny Qwen3 (random) as policy, and a perturbed copy as the KL reference."""
+    import copy
+
+    from corewarding.models.loading import load_model_and_tokenizer
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    model, tokenizer = load_model_and_tokenizer("builtin:tiny-qwen3", device="cpu", dtype="float32")
+    reference = copy.deepcopy(model)
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in reference.parameters():
+            p.add_(torch.randn(p.shape, generator=gen) * 0.02)
+    yield model, reference, tokenizer.pad_token_id
+    torch.set_num_threads(old)
+
+
+def _loss_trainer(tiny_pair, *overrides: str, reference: bool = True, token_stats: bool = False):
+    import contextlib
+
+    model, ref, pad_id = tiny_pair
+
+    @contextlib.contextmanager
+    def reference_block():
+        yield ref if reference else None
+
+    return SimpleNamespace(
+        cfg=load_config(TINY, list(overrides)),
+        accelerator=SimpleNamespace(device=torch.device("cpu")),
+        pad_id=pad_id,
+        model=model,
+        _compute=contextlib.nullcontext,
+        _reference=reference_block,
+        _share_prompts=True,
+        method=SimpleNamespace(needs_token_stats=token_stats),
+    )
+
+
+def _mb_rollouts() -> list:
+    from corewarding.rollout.types import Rollout
+
+    return [
+        Rollout(prompt_ids=[5, 17, 33], response_ids=[41, 8, 99, 3], text=""),
+        Rollout(prompt_ids=[5, 17, 33], response_ids=[12, 13], text=""),
+        Rollout(prompt_ids=[7, 21], response_ids=[50, 51, 52], text=""),
+    ]
+
+
+def test_micro_batch_loss_is_the_grpo_loss_of_its_rollouts_with_the_configured_settings(tiny_pair):
+    from corewarding.training.grpo import policy_loss
+    from corewarding.training.logprobs import pack, response_forward
+    from corewarding.training.update import micro_batch_loss
+
+    settings = ["rollout.temperature=0.7", "grpo.clip_ratio=0.05", "grpo.kl_coef=0.3"]
+    trainer = _loss_trainer(tiny_pair, *settings, "grpo.loss_agg=seq-mean-token-mean")
+    model, ref, pad_id = tiny_pair
+    rollouts, advantages = _mb_rollouts(), [0.5, -7.0, -1.5]
+    mb = [2, 0]  # in this order: row 0 of the batch is rollout 2
+    # the sampler's log-probs, off by ±0.1 per token so that ratios differ from 1 and clipping bites
+    with torch.no_grad():
+        now = response_forward(model, pack([rollouts[i] for i in range(3)], pad_id), temperature=0.7).logprobs
+    old = [{"logprobs": now[i, : len(r.response_ids)] + 0.1 * (-1) ** i} for i, r in enumerate(rollouts)]
+    norm = {"num_tokens_total": 9.0, "num_seqs_total": 5}
+    model.zero_grad()
+    loss, stats = micro_batch_loss(trainer, mb, rollouts, advantages, old, norm)
+
+    batch = pack([rollouts[2], rollouts[0]], pad_id)
+    with torch.no_grad():
+        lp = response_forward(model, batch, temperature=0.7).logprobs
+        ref_lp = response_forward(ref, batch, temperature=0.7).logprobs
+    old_lp = torch.zeros_like(lp)
+    old_lp[0, :3], old_lp[1, :4] = old[2]["logprobs"], old[0]["logprobs"]
+    expected, expected_stats = policy_loss(
+        lp, old_lp, torch.tensor([-1.5, 0.5]), batch.response_mask, clip_ratio=0.05,
+        ref_logprobs=ref_lp, kl_coef=0.3, loss_agg="seq-mean-token-mean", **norm,
+    )  # fmt: skip
+    assert float(loss.detach()) == pytest.approx(float(expected), rel=1e-5)
+    assert stats.keys() == {*expected_stats, "token_entropy", "self_certainty"}
+    for key, value in expected_stats.items():
+        assert stats[key] == pytest.approx(float(value), rel=1e-5, abs=1e-7), key
+    assert 0 < stats["clip_frac"] < 1 and stats["kl"] > 0
+    # the gradient reaches the policy only
+    loss.backward()
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+    assert all(p.grad is None for p in ref.parameters())
+    model.zero_grad()
+
+
+def test_micro_batch_token_statistics_are_the_masked_means_of_the_forward(tiny_pair):
+    from corewarding.rewards.token_stats import token_entropy, token_self_certainty
+    from corewarding.training.logprobs import pack
+    from corewarding.training.update import micro_batch_loss
+
+    trainer = _loss_trainer(tiny_pair, "rollout.temperature=1.0")
+    model, _, pad_id = tiny_pair
+    rollouts = _mb_rollouts()
+    _, stats = micro_batch_loss(trainer, [0, 1], rollouts, [1.0, -1.0, 0.0], None, {})
+    batch = pack(rollouts[:2], pad_id)
+    with torch.no_grad():
+        logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                       position_ids=batch.position_ids).logits[:, -batch.response_width - 1 : -1]  # fmt: skip
+    mask = batch.response_mask
+    for key, per_token in (("token_entropy", token_entropy), ("self_certainty", token_self_certainty)):
+        want = float((per_token(logits.float()) * mask).sum() / mask.sum())
+        assert stats[key] == pytest.approx(want, rel=1e-4), key
+    # a method that computed them before scoring (needs_token_stats) does not get them again here
+    trainer = _loss_trainer(tiny_pair, token_stats=True)
+    _, stats = micro_batch_loss(trainer, [0, 1], rollouts, [1.0, -1.0, 0.0], None, {})
+    assert "token_entropy" not in stats and "self_certainty" not in stats
+
+
+def test_on_policy_micro_batches_have_ratio_one_and_without_kl_no_reference_runs(tiny_pair):
+    from corewarding.training.update import micro_batch_loss
+
+    trainer = _loss_trainer(tiny_pair, "grpo.kl_coef=0", reference=False)
+    loss, stats = micro_batch_loss(trainer, [0, 1, 2], _mb_rollouts(), [1.0, -1.0, 0.5], None, {})
+    assert stats["ratio_mean"] == pytest.approx(1.0) and stats["clip_frac"] == 0.0
+    assert stats["ppo_kl"] == pytest.approx(0.0, abs=1e-7) and "kl" not in stats
+    assert loss.requires_grad
+
+
+def test_shared_prompts_are_run_once_when_the_trainer_allows_it_with_the_same_loss(tiny_pair):
+    """Rollouts 0 and 1 share a prompt: with ``_share_prompts`` (off under gradient checkpointing, where
+    models keep no cache) the policy and the reference each run the distinct prompts in one forward and the
+    responses in another; without, each runs one forward over whole rows. The loss is the same."""
+    from corewarding.training.update import micro_batch_loss
+
+    model, reference, _ = tiny_pair
+    losses, forwards = [], []
+    for share in (True, False):
+        trainer = _loss_trainer(tiny_pair, "grpo.kl_coef=0.3")
+        trainer._share_prompts = share
+        calls = {"policy": 0, "reference": 0}
+
+        def counter(name, calls=calls):
+            return lambda module, args, kwargs, out: calls.__setitem__(name, calls[name] + 1)
+
+        hooks = [
+            model.register_forward_hook(counter("policy"), with_kwargs=True),
+            reference.register_forward_hook(counter("reference"), with_kwargs=True),
+        ]
+        try:
+            loss, _ = micro_batch_loss(trainer, [0, 1, 2], _mb_rollouts(), [1.0, -1.0, 0.5], None, {})
+        finally:
+            for hook in hooks:
+                hook.remove()
+        losses.append(float(loss.detach()))
+        forwards.append(calls)
+    assert forwards == [{"policy": 2, "reference": 2}, {"policy": 1, "reference": 1}]
+    assert losses[0] == pytest.approx(losses[1], rel=1e-5)
