@@ -42,7 +42,7 @@ lint: $(TEST_STAMP)
 	$(BIN)/ruff check src tests
 	$(BIN)/ruff format --check src tests
 
-# mutation testing of the core logic (not part of `make test` or CI; tens of minutes on 2 cores): mutmut
+# mutation testing of the core logic (not part of `make test` or CI; a fresh run about 16 minutes on 2 cores): mutmut
 # as configured in pyproject.toml [tool.mutmut], then mutants/report.md and mutants/report.json.
 # MUTANTS_ARGS passes options to scripts/mutants.py, e.g. MUTANTS_ARGS="--fresh" or a mutant glob.
 $(MUTANTS_STAMP): $(TEST_STAMP)
